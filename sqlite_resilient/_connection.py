@@ -1,0 +1,576 @@
+"""``connect()`` and the ``ResilientConnection``/``ResilientCursor`` proxies.
+
+A :class:`ResilientConnection` is a :class:`wrapt.BaseObjectProxy` around a real
+:class:`sqlite3.Connection`: every attribute and method of the real connection works, and
+``isinstance(conn, sqlite3.Connection)`` holds. It adds what :func:`connect` set up (WAL or
+the reason for a rollback journal, validated pragmas read back from SQLite) and routes every
+statement through one place, :meth:`ResilientConnection._self_run`, which waits for locks
+where that is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+import time
+import warnings
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
+from typing import Any, Callable, NoReturn, TypeVar
+
+import wrapt
+
+from ._errors import (
+    ConfigurationError,
+    ForkedConnectionError,
+    PragmaNotAppliedWarning,
+    UnreadableWALError,
+    WALFallbackWarning,
+    is_lock_error,
+)
+from ._journal import FileSystem, filesystem_of, is_wal_file, wal_blocker, wal_content_bytes
+from ._pragmas import PRAGMAS, PragmaValue, validate_all
+from ._retry import call_within_budget, retry_after_lock_error
+from ._settings import DEFAULT_SETTINGS, Settings, _check_timeout
+from ._uri import Target, parse_database, to_uri
+
+__all__ = ["ResilientConnection", "ResilientCursor", "connect"]
+
+logger = logging.getLogger("sqlite_resilient")
+
+T = TypeVar("T")
+
+SQLITE_CANTOPEN = 14
+_MAX_BUSY_MS = 2**31 - 1
+_UNSET: Any = object()
+
+
+class ResilientCursor(wrapt.BaseObjectProxy):  # type: ignore[type-arg]
+    """A :class:`sqlite3.Cursor` whose statements get the lock handling of its connection."""
+
+    def __init__(self, cursor: sqlite3.Cursor, connection: ResilientConnection) -> None:
+        super().__init__(cursor)
+        self._self_connection = connection
+
+    @property
+    def connection(self) -> ResilientConnection:
+        """The :class:`ResilientConnection` this cursor belongs to."""
+        return self._self_connection
+
+    def execute(self, sql: str, parameters: Any = (), /) -> ResilientCursor:
+        """Execute one statement (see :meth:`ResilientConnection.execute`)."""
+        self._self_connection._self_run(self.__wrapped__.execute, sql, parameters)
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> ResilientCursor:
+        """Execute a statement once per parameter set (see :meth:`ResilientConnection.executemany`)."""
+        self._self_connection._self_run_many(self.__wrapped__.executemany, sql, seq_of_parameters)
+        return self
+
+    def executescript(self, sql_script: str, /) -> ResilientCursor:
+        """Execute a script (see :meth:`ResilientConnection.executescript`)."""
+        self._self_connection._self_check_fork()
+        self.__wrapped__.executescript(sql_script)
+        return self
+
+    def __iter__(self) -> ResilientCursor:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self.__wrapped__)
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise TypeError(f"cannot pickle {type(self.__wrapped__).__name__!r} object")
+
+    __reduce__ = __reduce_ex__  # type: ignore[assignment]
+
+
+@dataclass
+class _SetUp:
+    """What opening a connection found and did; becomes the connection's read-only state."""
+
+    path: str | None
+    read_only: bool
+    timeout: float
+    settings: Settings
+    filesystem: FileSystem | None = None
+    journal_mode: str = "memory"
+    journal_mode_reason: str = ""
+    pragmas: dict[str, PragmaValue] = field(default_factory=dict)
+    fallback: str | None = None
+    mismatches: list[str] = field(default_factory=list)
+
+
+class ResilientConnection(wrapt.BaseObjectProxy):  # type: ignore[type-arg]
+    """A :class:`sqlite3.Connection` that waits for locks where that is safe.
+
+    Made by :func:`connect`. Everything of the real connection is there; in addition:
+
+    - ``execute``/``executemany``/``commit`` and the statements of cursors from
+      :meth:`cursor` wait for a locked database within the connection's :attr:`timeout`,
+      retrying only where nothing can have been applied: the connection was not in a
+      transaction before the call and is not in one after the failure (``commit``: the
+      transaction is still open). Inside a transaction a lock error propagates at once,
+      since only re-running the whole transaction is correct then.
+    - :attr:`journal_mode`, :attr:`journal_mode_reason`, :attr:`pragmas`,
+      :attr:`filesystem`, :attr:`read_only` tell what the connection runs with.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, setup: _SetUp) -> None:
+        super().__init__(connection)
+        self._self_setup = setup
+        self._self_busy_ms = int(min(setup.timeout * 1000, _MAX_BUSY_MS))
+        _live_connections.add(self)
+
+    # -- what connect() set up -------------------------------------------------------------
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the connection was opened read-only (``mode=ro`` and ``query_only``)."""
+        return self._self_setup.read_only
+
+    @property
+    def timeout(self) -> float:
+        """The lock-wait budget in seconds of one operation."""
+        return self._self_setup.timeout
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the connection was opened with."""
+        return self._self_setup.settings
+
+    @property
+    def journal_mode(self) -> str:
+        """The journal mode SQLite reported after set-up (``"wal"``, ``"delete"``, ...)."""
+        return self._self_setup.journal_mode
+
+    @property
+    def journal_mode_reason(self) -> str:
+        """Why the connection runs in :attr:`journal_mode`, e.g. ``"read-only filesystem"``."""
+        return self._self_setup.journal_mode_reason
+
+    @property
+    def pragmas(self) -> Mapping[str, PragmaValue]:
+        """The pragmas set at connect, with the values SQLite reported back."""
+        return MappingProxyType(self._self_setup.pragmas)
+
+    @property
+    def filesystem(self) -> FileSystem | None:
+        """The filesystem of the database file; ``None`` for in-memory databases."""
+        return self._self_setup.filesystem
+
+    @property
+    def database_path(self) -> str | None:
+        """The absolute path of the database file; ``None`` for in-memory databases."""
+        return self._self_setup.path
+
+    # -- statements ----------------------------------------------------------------------
+
+    def _self_check_fork(self) -> None:
+        """Raise ``ForkedConnectionError`` in a forked child (the wrapped object raises)."""
+        self.__wrapped__.in_transaction  # noqa: B018 - the attribute access is the check
+
+    def _self_run(self, method: Callable[..., T], *args: Any) -> T:
+        """Run one statement; on a lock error, retry it only if nothing was applied."""
+        connection = self.__wrapped__
+        if connection.in_transaction:
+            return method(*args)
+        started = time.monotonic()
+        try:
+            return method(*args)
+        except sqlite3.OperationalError as error:
+            if not is_lock_error(error) or connection.in_transaction:
+                raise
+            first = error
+        return self._self_retry(first, started, "execute", lambda: method(*args), lambda: not connection.in_transaction)
+
+    def _self_run_many(self, method: Callable[..., T], sql: str, seq_of_parameters: Iterable[Any]) -> T:
+        """Like :meth:`_self_run` for ``executemany``: retried only if no row was changed
+        and the parameters can be iterated again (a list or tuple, not an iterator)."""
+        connection = self.__wrapped__
+        if connection.in_transaction or not isinstance(seq_of_parameters, Sequence):
+            return method(sql, seq_of_parameters)
+        started = time.monotonic()
+        changes = connection.total_changes
+        try:
+            return method(sql, seq_of_parameters)
+        except sqlite3.OperationalError as error:
+            if not is_lock_error(error) or connection.in_transaction or connection.total_changes != changes:
+                raise
+            first = error
+
+        def nothing_applied() -> bool:
+            return not connection.in_transaction and connection.total_changes == changes
+
+        return self._self_retry(first, started, "executemany", lambda: method(sql, seq_of_parameters), nothing_applied)
+
+    def _self_retry(
+        self, first: sqlite3.OperationalError, started: float, what: str, again: Callable[[], T], safe: Callable[[], bool]
+    ) -> T:
+        """The slow path: retry within what is left of the budget, with SQLite's busy
+        handler bounded by that rest, and restore the busy timeout afterwards."""
+        try:
+            return retry_after_lock_error(
+                first, again, started=started, timeout=self.timeout, what=what, retry_if=safe,
+                before_retry=self._self_set_busy_timeout,
+            )
+        finally:
+            self._self_set_busy_timeout(self.timeout)
+
+    def _self_set_busy_timeout(self, seconds: float) -> None:
+        milliseconds = int(min(max(seconds, 0.0) * 1000, self._self_busy_ms))
+        self.__wrapped__.execute(f"PRAGMA busy_timeout = {milliseconds}")
+
+    def cursor(self, factory: Callable[[sqlite3.Connection], sqlite3.Cursor] | None = None) -> ResilientCursor:
+        """Return a :class:`ResilientCursor` (``factory`` as for :meth:`sqlite3.Connection.cursor`)."""
+        raw = self.__wrapped__.cursor() if factory is None else self.__wrapped__.cursor(factory)
+        return ResilientCursor(raw, self)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> ResilientCursor:
+        """Execute one statement on a new cursor and return the cursor.
+
+        A lock error is retried within the budget only where nothing can have been
+        applied; inside an open transaction it propagates at once.
+        """
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> ResilientCursor:
+        """Execute a statement once per parameter set on a new cursor and return it.
+
+        Retried on a lock error only where no row was changed and *seq_of_parameters* is a
+        list or tuple (an iterator cannot be replayed).
+        """
+        return self.cursor().executemany(sql, seq_of_parameters)
+
+    def executescript(self, sql_script: str, /) -> ResilientCursor:
+        """Execute a script of several statements on a new cursor and return it.
+
+        Never retried: when a statement of the script meets a lock after SQLite's busy
+        handler gave up, earlier statements may have taken effect. To make a script
+        atomic and retryable, run its statements in a transaction inside a function
+        decorated with ``@retry_on_lock``.
+        """
+        return self.cursor().executescript(sql_script)
+
+    def commit(self) -> None:
+        """Commit; a ``COMMIT`` that meets a lock keeps the transaction open and is retried
+        within the budget."""
+        connection = self.__wrapped__
+        started = time.monotonic()
+        try:
+            connection.commit()
+        except sqlite3.OperationalError as error:
+            if not is_lock_error(error) or not connection.in_transaction:
+                raise
+            self._self_retry(error, started, "commit", connection.commit, lambda: connection.in_transaction)
+
+    # -- protocols -------------------------------------------------------------------------
+
+    def __enter__(self) -> ResilientConnection:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.__wrapped__.rollback()
+                raise
+        return bool(self.__wrapped__.__exit__(exc_type, exc, tb))
+
+    def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:
+        """:meth:`sqlite3.Connection.backup`; *target* may be a :class:`ResilientConnection`."""
+        if isinstance(target, ResilientConnection):
+            target = target.__wrapped__
+        self.__wrapped__.backup(target, **kwargs)
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise TypeError(f"cannot pickle {type(self.__wrapped__).__name__!r} object")
+
+    __reduce__ = __reduce_ex__  # type: ignore[assignment]
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError(f"cannot copy {type(self.__wrapped__).__name__!r} object")
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        self.__copy__()
+
+
+# -- fork safety ---------------------------------------------------------------------------
+
+_live_connections: weakref.WeakSet[ResilientConnection] = weakref.WeakSet()
+_inherited: list[sqlite3.Connection] = []  # kept open, never closed, in a forked child
+
+
+class _ForkedConnection:
+    """Stands in for a connection inherited through ``fork()``: every use raises."""
+
+    def __init__(self, parent: int) -> None:
+        self._parent = parent
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise ForkedConnectionError(
+            f"this connection was opened in process {self._parent} and cannot be used in "
+            f"process {os.getpid()} after fork(); open a new connection in the child"
+        )
+
+
+def _after_fork_in_child() -> None:
+    parent = os.getppid()
+    for conn in list(_live_connections):
+        # Closing the inherited connection here could disturb the parent's locks and WAL
+        # files, so it is kept, unused, for the life of the child.
+        _inherited.append(conn.__wrapped__)
+        conn.__wrapped__ = _ForkedConnection(parent)
+    _live_connections.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- connect -------------------------------------------------------------------------------
+
+_warned: set[tuple[str | None, str]] = set()
+
+
+def connect(
+    database: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+    timeout: float | None = None,
+    *,
+    read_only: bool = False,
+    pragmas: Mapping[str, object] | None = None,
+    settings: Settings | None = None,
+    **kwargs: Any,
+) -> ResilientConnection:
+    """Open a SQLite database, as :func:`sqlite3.connect`, and return a :class:`ResilientConnection`.
+
+    A file database is switched to WAL with the pragmas of *settings* (see
+    :data:`DEFAULT_PRAGMAS`) unless WAL cannot work there (read-only or network
+    filesystem, read-only file or directory): then a rollback-journal mode is kept and one
+    :class:`WALFallbackWarning` names the reason. Every pragma is validated before any SQL
+    runs and read back after it is set. Set-up waits for other processes' locks within the
+    budget.
+
+    Args:
+        database: A file name (str, bytes or path-like), ``":memory:"``, or with
+            ``uri=True`` a ``file:`` URI.
+        timeout: Total lock-wait budget in seconds of one operation; defaults to
+            ``settings.timeout`` (30 s), or ``settings.read_only_timeout`` (5 s) for
+            read-only connections.
+        read_only: Open with ``mode=ro`` and ``query_only``; never creates a file. For API
+            and dashboard reads.
+        pragmas: Pragmas overriding or extending those of *settings*.
+        settings: A :class:`Settings`; default :data:`DEFAULT_SETTINGS`.
+        **kwargs: Everything else :func:`sqlite3.connect` accepts (``uri``,
+            ``detect_types``, ``isolation_level``, ``check_same_thread``, ``factory``,
+            ``cached_statements``, ``autocommit``). Unless ``isolation_level`` or
+            ``autocommit`` is given, implicit transactions begin ``IMMEDIATE`` on write
+            connections.
+
+    Raises:
+        ConfigurationError: a pragma, setting or argument is invalid (nothing was opened).
+        DatabaseLockedError: set-up could not get a lock within the budget.
+        UnreadableWALError: a WAL database on a read-only filesystem has changes in its
+            ``-wal`` file that cannot be read.
+        sqlite3.OperationalError: SQLite could not open the database; the message names it.
+    """
+    settings = DEFAULT_SETTINGS if settings is None else settings
+    if not isinstance(settings, Settings):
+        raise ConfigurationError(f"settings must be a Settings, not {type(settings).__name__}")
+    if not isinstance(read_only, bool):
+        raise ConfigurationError(f"read_only must be a bool, not {type(read_only).__name__}")
+    if timeout is None:
+        timeout = settings.read_only_timeout if read_only else settings.timeout
+    timeout = _check_timeout("timeout", timeout)
+    explicit = validate_all(pragmas) if pragmas is not None else {}
+    uri = kwargs.pop("uri", False)
+    target = parse_database(database, bool(uri))
+    read_only = read_only or target.param("mode") == "ro"
+    autocommit = kwargs.pop("autocommit", _UNSET)
+    if not read_only and settings.begin_immediate and autocommit is _UNSET:
+        kwargs.setdefault("isolation_level", "IMMEDIATE")
+
+    setup = _SetUp(path=target.path, read_only=read_only, timeout=timeout, settings=settings)
+    wanted = {**settings.pragmas, **explicit}
+    if read_only:
+        for name in explicit:
+            if not PRAGMAS[name].per_connection:
+                raise ConfigurationError(
+                    f"pragma {name!r} changes the database file and cannot be set on a read-only connection"
+                )
+        wanted = {name: value for name, value in wanted.items() if PRAGMAS[name].per_connection}
+        wanted["query_only"] = True
+
+    if target.path is None:
+        if "journal_mode" not in explicit:
+            wanted.pop("journal_mode", None)
+        setup.journal_mode_reason = "in-memory database"
+        raw = _open(database, uri, timeout, kwargs)
+    else:
+        setup.filesystem = filesystem_of(target.path)
+        if wanted.get("journal_mode") == "wal" and not read_only:
+            setup.fallback = wal_blocker(target.path, setup.filesystem)
+        raw = _open_file(database, uri, target, setup, kwargs)
+    try:
+        _apply_pragmas(raw, wanted, setup)
+        if autocommit is not _UNSET:
+            raw.autocommit = autocommit  # after set-up: autocommit=False opens a transaction
+    except BaseException:
+        raw.close()
+        raise
+
+    if setup.fallback is not None:
+        _report_fallback(setup)
+    for mismatch in setup.mismatches:
+        warnings.warn(mismatch, PragmaNotAppliedWarning, stacklevel=2)
+    return ResilientConnection(raw, setup)
+
+
+def _open(database: object, uri: object, timeout: float, kwargs: dict[str, Any]) -> sqlite3.Connection:
+    return sqlite3.connect(database, timeout=timeout, uri=uri, **kwargs)  # type: ignore[arg-type]
+
+
+def _open_file(
+    database: object, uri: object, target: Target, setup: _SetUp, kwargs: dict[str, Any]
+) -> sqlite3.Connection:
+    """Open a file database; read-only ones (and any on a read-only filesystem) through a
+    correctly encoded ``mode=ro`` URI, with ``immutable=1`` only where that cannot miss
+    WAL content."""
+    assert target.path is not None and setup.filesystem is not None
+    path = target.path
+    if not (setup.read_only or setup.filesystem.read_only):
+        return _open(database, uri, setup.timeout, kwargs)
+    params = {k: v for k, v in target.params if k != "mode"}
+    params["mode"] = "ro"
+    try:
+        raw = _open(to_uri(path, params), True, setup.timeout, kwargs)
+        try:
+            call_within_budget(
+                lambda: raw.execute("PRAGMA schema_version").fetchone(), timeout=setup.timeout, what="open"
+            )
+        except BaseException:
+            raw.close()
+            raise
+        return raw
+    except sqlite3.OperationalError as error:
+        if is_lock_error(error) or not _is_cantopen(error):
+            raise
+        if not os.path.exists(path):
+            raise sqlite3.OperationalError(
+                f"unable to open database file {path!r}: it does not exist, and a read-only "
+                "connection never creates it"
+            ) from error
+        if not (setup.filesystem.read_only and is_wal_file(path)):
+            raise sqlite3.OperationalError(f"unable to open database file {path!r} read-only: {error}") from error
+        pending = wal_content_bytes(path)
+        if pending:
+            raise UnreadableWALError(
+                f"cannot read WAL database {path!r} on a read-only filesystem: its -wal file holds "
+                f"{pending} bytes of changes, and without a usable -shm file they cannot be read; "
+                "checkpoint it where it is writable (PRAGMA wal_checkpoint(TRUNCATE))"
+            ) from error
+    # A read-only filesystem and no WAL content: nothing can change or be missed.
+    setup.journal_mode_reason = "read-only filesystem, WAL database without -shm: opened immutable"
+    return _open(to_uri(path, {**params, "immutable": "1"}), True, setup.timeout, kwargs)
+
+
+def _is_cantopen(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == SQLITE_CANTOPEN
+    return str(error) == "unable to open database file"
+
+
+def _apply_pragmas(raw: sqlite3.Connection, wanted: dict[str, PragmaValue], setup: _SetUp) -> None:
+    """Set each pragma (busy_timeout first, then journal_mode), read it back, record it."""
+    deadline = time.monotonic() + setup.timeout
+    busy_ms = int(min(setup.timeout * 1000, _MAX_BUSY_MS))
+
+    def bound_busy_handler(left: float) -> None:
+        raw.execute(f"PRAGMA busy_timeout = {int(min(max(left, 0.0) * 1000, busy_ms))}")
+
+    def first_value(sql: str) -> Any:
+        row = raw.execute(sql).fetchone()
+        return row[0] if row else None
+
+    def run(sql: str) -> Any:
+        return call_within_budget(
+            lambda: first_value(sql),
+            timeout=max(0.0, deadline - time.monotonic()),
+            what="connection set-up",
+            before_retry=bound_busy_handler,
+        )
+
+    wanted = {"busy_timeout": busy_ms, **wanted}
+    journal = PRAGMAS["journal_mode"]
+    requested = wanted.pop("journal_mode", None)
+    for name, value in wanted.items():
+        pragma = PRAGMAS[name]
+        run(pragma.set_sql(value))
+        if name == "busy_timeout":  # journal_mode next: it is the one that waits for locks
+            _set_journal_mode(setup, requested, journal.from_sqlite(run("PRAGMA journal_mode")), run)
+        reported = pragma.from_sqlite(run(f"PRAGMA {name}"))
+        setup.pragmas[name] = reported
+        if reported != value:
+            setup.mismatches.append(f"pragma {name} was set to {value!r} but SQLite reports {reported!r}")
+    raw.execute(f"PRAGMA busy_timeout = {int(setup.pragmas['busy_timeout'])}")
+
+
+def _set_journal_mode(
+    setup: _SetUp, requested: PragmaValue | None, current: PragmaValue, run: Callable[[str], Any]
+) -> None:
+    """Switch to the requested journal mode where that can work, and say why it is what it is."""
+    journal = PRAGMAS["journal_mode"]
+    if requested is not None and current != requested and setup.fallback is None and not setup.read_only:
+        current = journal.from_sqlite(run(journal.set_sql(requested)))
+    setup.journal_mode = str(current)
+    setup.pragmas["journal_mode"] = current
+    if setup.journal_mode_reason:
+        pass
+    elif setup.read_only:
+        setup.journal_mode_reason = "read-only connection: the database's own journal mode"
+    elif setup.fallback is not None:
+        setup.journal_mode_reason = f"WAL not used: {setup.fallback}"
+    elif requested is None:
+        setup.journal_mode_reason = "the database's own journal mode (none configured)"
+    elif current == requested:
+        setup.journal_mode_reason = "as configured"
+    else:
+        setup.fallback = f"SQLite kept journal_mode={current} when {requested} was requested"
+        setup.journal_mode_reason = f"WAL not used: {setup.fallback}"
+
+
+def _report_fallback(setup: _SetUp) -> None:
+    """Warn and log a WAL fallback once per database and reason in this process."""
+    key = (setup.path, setup.journal_mode_reason)
+    first = key not in _warned
+    _warned.add(key)
+    logger.log(
+        logging.WARNING if first else logging.DEBUG,
+        "WAL not used for %s: %s; journal_mode=%s",
+        setup.path,
+        setup.fallback,
+        setup.journal_mode,
+        extra={
+            "event": "sqlite_resilient.wal_fallback",
+            "database": setup.path,
+            "reason": setup.fallback,
+            "journal_mode": setup.journal_mode,
+        },
+    )
+    if first and setup.settings.warn_on_fallback:
+        warnings.warn(
+            f"WAL is not used for {setup.path!r}: {setup.fallback}; journal_mode stays "
+            f"{setup.journal_mode!r}, so readers and writers block each other (lock waits "
+            "are retried within the timeout)",
+            WALFallbackWarning,
+            stacklevel=3,
+        )

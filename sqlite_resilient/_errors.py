@@ -1,0 +1,125 @@
+"""The exceptions and warnings of the library, and the lock-error predicate.
+
+Every exception the library raises itself derives from :class:`ResilientError` *and* from
+the standard class that code written for :mod:`sqlite3` already catches::
+
+    Exception
+    ├── ResilientError
+    │   ├── ConfigurationError(ValueError)        bad pragma, setting or connect() argument
+    │   ├── DatabaseLockedError(sqlite3.OperationalError)
+    │   │                                          the lock-wait budget is spent
+    │   ├── UnreadableWALError(sqlite3.OperationalError)
+    │   │                                          WAL content exists that cannot be read
+    │   └── ForkedConnectionError(sqlite3.ProgrammingError)
+    │                                              a connection used in a forked child
+    Warning
+    └── ResilientWarning(UserWarning)
+        ├── WALFallbackWarning                    WAL cannot be used; rollback journal kept
+        └── PragmaNotAppliedWarning               SQLite reports another value than was set
+
+This module imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = [
+    "ConfigurationError",
+    "DatabaseLockedError",
+    "ForkedConnectionError",
+    "PragmaNotAppliedWarning",
+    "ResilientError",
+    "ResilientWarning",
+    "UnreadableWALError",
+    "WALFallbackWarning",
+    "is_lock_error",
+]
+
+# https://www.sqlite.org/rescode.html: the primary code is the low byte of an extended code.
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
+_LOCK_CODES = frozenset({SQLITE_BUSY, SQLITE_LOCKED})
+
+# The messages SQLite gives BUSY and LOCKED (and every extended code of theirs), used where
+# the exception carries no code (Python < 3.11, or an error raised by Python code).
+_LOCK_MESSAGES = frozenset({"database is locked", "database table is locked"})
+_LOCK_MESSAGE_PREFIXES = ("database table is locked: ", "database schema is locked: ")
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """Tell whether *exc* is SQLite's ``SQLITE_BUSY``/``SQLITE_LOCKED`` (or an extended code).
+
+    Only such errors are ever retried: they mean another connection holds a lock, and the
+    same work can succeed later. Usable as a predicate anywhere, e.g. with tenacity's
+    ``retry_if_exception(is_lock_error)``.
+
+    The code is read from ``sqlite_errorcode`` where the exception carries one (SQLite's own
+    errors do on Python 3.11+); otherwise SQLite's exact messages decide.
+    See https://www.sqlite.org/rescode.html#busy and #locked.
+    """
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _LOCK_CODES
+    message = str(exc)
+    return message in _LOCK_MESSAGES or message.startswith(_LOCK_MESSAGE_PREFIXES)
+
+
+def copy_sqlite_error_code(source: BaseException, target: BaseException) -> None:
+    """Give *target* the ``sqlite_errorcode``/``sqlite_errorname`` that *source* carries."""
+    for name in ("sqlite_errorcode", "sqlite_errorname"):
+        if hasattr(source, name):
+            setattr(target, name, getattr(source, name))
+
+
+class ResilientError(Exception):
+    """Base of every exception raised by :mod:`sqlite_resilient` itself."""
+
+
+class ConfigurationError(ResilientError, ValueError):
+    """A pragma, setting or ``connect()`` argument is invalid; nothing was executed."""
+
+
+class DatabaseLockedError(ResilientError, sqlite3.OperationalError):
+    """The lock-wait budget of an operation was spent while the database stayed locked.
+
+    A subclass of :class:`sqlite3.OperationalError`, so ``except sqlite3.OperationalError``
+    keeps working. ``__cause__`` is the last SQLite error, whose ``sqlite_errorcode`` and
+    ``sqlite_errorname`` this exception carries too.
+    """
+
+    def __init__(self, message: str, *, attempts: int, waited: float, budget: float) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.waited = waited
+        self.budget = budget
+
+
+class UnreadableWALError(ResilientError, sqlite3.OperationalError):
+    """A WAL database holds committed changes in its ``-wal`` file that cannot be read.
+
+    Raised instead of returning stale results, e.g. on a read-only filesystem where the
+    ``-shm`` file is missing and cannot be created.
+    """
+
+
+class ForkedConnectionError(ResilientError, sqlite3.ProgrammingError):
+    """A connection opened in a parent process was used in a child after ``fork()``.
+
+    SQLite forbids carrying a connection across ``fork()``
+    (https://www.sqlite.org/howtocorrupt.html#_carrying_an_open_database_connection_across_a_fork_).
+    """
+
+
+class ResilientWarning(UserWarning):
+    """Base of the warnings emitted by :mod:`sqlite_resilient`."""
+
+
+class WALFallbackWarning(ResilientWarning):
+    """WAL cannot be used for this database; a rollback-journal mode is kept."""
+
+
+class PragmaNotAppliedWarning(ResilientWarning):
+    """SQLite reports another value for a pragma than the one that was set."""
