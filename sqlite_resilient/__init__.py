@@ -11,10 +11,19 @@ from __future__ import annotations
 import sqlite3 as _sqlite3
 import types as _types
 import warnings as _warnings
-from sqlite3 import *  # noqa: F403 - the drop-in surface: every public name of sqlite3
+from importlib import metadata as _metadata
 from typing import Any as _Any
 
-from ._connection import ResilientConnection, ResilientCursor, connect
+# isort: off
+# The drop-in surface: every public name of sqlite3, but connect. The order matters: type
+# checkers keep the first `connect` they see (ours); at run time the star import replaces it
+# and the second import puts ours back.
+from ._connection import connect
+from sqlite3 import *  # type: ignore[assignment]  # noqa: F403
+from ._connection import connect  # noqa: F811
+
+# isort: on
+from ._connection import ResilientConnection, ResilientCursor
 from ._errors import (
     ConfigurationError,
     DatabaseLockedError,
@@ -45,53 +54,43 @@ _DEPRECATED_SQLITE3_NAMES = frozenset(
     name for name in ("OptimizedUnicode", "version", "version_info") if _offered_with_deprecation(name)
 )
 
-_SQLITE3_NAMES = frozenset(
-    name
-    for name in ("OptimizedUnicode", "version", "version_info")
-    if name not in vars(_sqlite3) and hasattr(_sqlite3.dbapi2, f"_deprecated_{name}") | (name == "OptimizedUnicode" and hasattr(_sqlite3, "__getattr__"))
-)
-
 # Every public name of the running sqlite3 but its submodule dbapi2 (re-exporting that would
-# hand out the stdlib connect()).
+# hand out the stdlib connect()). Deprecated names stay out of __all__, as they are out of
+# sqlite3's own star-export, and are reached through __getattr__ below.
 _SQLITE3_NAMES = frozenset(
     name
     for name, value in vars(_sqlite3).items()
     if not name.startswith("_") and not isinstance(value, _types.ModuleType)
-) | _DEPRECATED_SQLITE3_NAMES
-
-_OWN_NAMES = frozenset(
-    {
-        "DEFAULT_PRAGMAS",
-        "DEFAULT_SETTINGS",
-        "NETWORK_FILESYSTEMS",
-        "PRAGMAS",
-        "ConfigurationError",
-        "DatabaseLockedError",
-        "FileSystem",
-        "ForkedConnectionError",
-        "Pragma",
-        "PragmaNotAppliedWarning",
-        "PragmaValue",
-        "ResilientConnection",
-        "ResilientCursor",
-        "ResilientError",
-        "ResilientWarning",
-        "Settings",
-        "UnreadableWALError",
-        "WALFallbackWarning",
-        "connect",
-        "is_lock_error",
-    }
 )
 
-__all__ = sorted(_SQLITE3_NAMES | _OWN_NAMES)  # noqa: PLE0605 - computed: follows the interpreter
+__all__ = [
+    "DEFAULT_PRAGMAS",
+    "DEFAULT_SETTINGS",
+    "NETWORK_FILESYSTEMS",
+    "PRAGMAS",
+    "ConfigurationError",
+    "DatabaseLockedError",
+    "FileSystem",
+    "ForkedConnectionError",
+    "Pragma",
+    "PragmaNotAppliedWarning",
+    "PragmaValue",
+    "ResilientConnection",
+    "ResilientCursor",
+    "ResilientError",
+    "ResilientWarning",
+    "Settings",
+    "UnreadableWALError",
+    "WALFallbackWarning",
+    "connect",
+    "is_lock_error",
+]
+__all__ = sorted({*__all__, *_SQLITE3_NAMES})  # noqa: PLE0605 - the drop-in surface follows the interpreter
 
 
 def __getattr__(name: str) -> _Any:
     if name == "__version__":
-        from importlib.metadata import version
-
-        return version("sqlite_resilient")
+        return _metadata.version("sqlite_resilient")
     if name in _DEPRECATED_SQLITE3_NAMES:
         # Let sqlite3 warn as it does, but point the warning at our caller.
         with _warnings.catch_warnings(record=True) as caught:

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, TypeVar, overload
 
 import wrapt
 
@@ -43,13 +43,30 @@ __all__ = ["ResilientConnection", "ResilientCursor", "connect"]
 logger = logging.getLogger("sqlite_resilient")
 
 T = TypeVar("T")
+CursorT = TypeVar("CursorT", bound=sqlite3.Cursor)
+
+if TYPE_CHECKING:
+    # Type checkers see the proxies as what they stand for at run time (isinstance holds).
+
+    class _ConnectionProxy(sqlite3.Connection):
+        __wrapped__: sqlite3.Connection
+
+        def __init__(self, wrapped: sqlite3.Connection) -> None: ...
+
+    class _CursorProxy(sqlite3.Cursor):
+        __wrapped__: sqlite3.Cursor
+
+        def __init__(self, wrapped: sqlite3.Cursor) -> None: ...
+
+else:
+    _ConnectionProxy = _CursorProxy = wrapt.BaseObjectProxy
 
 SQLITE_CANTOPEN = 14
 _MAX_BUSY_MS = 2**31 - 1
 _UNSET: Any = object()
 
 
-class ResilientCursor(wrapt.BaseObjectProxy):  # type: ignore[type-arg]
+class ResilientCursor(_CursorProxy):
     """A :class:`sqlite3.Cursor` whose statements get the lock handling of its connection."""
 
     def __init__(self, cursor: sqlite3.Cursor, connection: ResilientConnection) -> None:
@@ -105,7 +122,7 @@ class _SetUp:
     mismatches: list[str] = field(default_factory=list)
 
 
-class ResilientConnection(wrapt.BaseObjectProxy):  # type: ignore[type-arg]
+class ResilientConnection(_ConnectionProxy):
     """A :class:`sqlite3.Connection` that waits for locks where that is safe.
 
     Made by :func:`connect`. Everything of the real connection is there; in addition:
@@ -209,13 +226,23 @@ class ResilientConnection(wrapt.BaseObjectProxy):  # type: ignore[type-arg]
         return self._self_retry(first, started, "executemany", lambda: method(sql, seq_of_parameters), nothing_applied)
 
     def _self_retry(
-        self, first: sqlite3.OperationalError, started: float, what: str, again: Callable[[], T], safe: Callable[[], bool]
+        self,
+        first: sqlite3.OperationalError,
+        started: float,
+        what: str,
+        again: Callable[[], T],
+        safe: Callable[[], bool],
     ) -> T:
         """The slow path: retry within what is left of the budget, with SQLite's busy
         handler bounded by that rest, and restore the busy timeout afterwards."""
         try:
             return retry_after_lock_error(
-                first, again, started=started, timeout=self.timeout, what=what, retry_if=safe,
+                first,
+                again,
+                started=started,
+                timeout=self.timeout,
+                what=what,
+                retry_if=safe,
                 before_retry=self._self_set_busy_timeout,
             )
         finally:
@@ -225,7 +252,11 @@ class ResilientConnection(wrapt.BaseObjectProxy):  # type: ignore[type-arg]
         milliseconds = int(min(max(seconds, 0.0) * 1000, self._self_busy_ms))
         self.__wrapped__.execute(f"PRAGMA busy_timeout = {milliseconds}")
 
-    def cursor(self, factory: Callable[[sqlite3.Connection], sqlite3.Cursor] | None = None) -> ResilientCursor:
+    @overload
+    def cursor(self, factory: None = None) -> ResilientCursor: ...
+    @overload
+    def cursor(self, factory: Callable[[sqlite3.Connection], CursorT]) -> CursorT: ...
+    def cursor(self, factory: Callable[[sqlite3.Connection], sqlite3.Cursor] | None = None) -> sqlite3.Cursor:
         """Return a :class:`ResilientCursor` (``factory`` as for :meth:`sqlite3.Connection.cursor`)."""
         raw = self.__wrapped__.cursor() if factory is None else self.__wrapped__.cursor(factory)
         return ResilientCursor(raw, self)
@@ -275,15 +306,15 @@ class ResilientConnection(wrapt.BaseObjectProxy):  # type: ignore[type-arg]
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
+    ) -> Literal[False]:
         if exc_type is None:
             try:
                 self.commit()
             except BaseException:
                 self.__wrapped__.rollback()
                 raise
-        return bool(self.__wrapped__.__exit__(exc_type, exc, tb))
+        return self.__wrapped__.__exit__(exc_type, exc, tb)
 
     def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:
         """:meth:`sqlite3.Connection.backup`; *target* may be a :class:`ResilientConnection`."""
@@ -328,7 +359,7 @@ def _after_fork_in_child() -> None:
         # Closing the inherited connection here could disturb the parent's locks and WAL
         # files, so it is kept, unused, for the life of the child.
         _inherited.append(conn.__wrapped__)
-        conn.__wrapped__ = _ForkedConnection(parent)
+        conn.__wrapped__ = _ForkedConnection(parent)  # type: ignore[assignment]  # raises on use
     _live_connections.clear()
 
 
@@ -394,8 +425,9 @@ def connect(
     uri = kwargs.pop("uri", False)
     target = parse_database(database, bool(uri))
     read_only = read_only or target.param("mode") == "ro"
-    autocommit = kwargs.pop("autocommit", _UNSET)
-    if not read_only and settings.begin_immediate and autocommit is _UNSET:
+    # Python 3.12+: applied after set-up, since autocommit=False opens a transaction at once
+    autocommit = kwargs.pop("autocommit", _UNSET) if sys.version_info >= (3, 12) else _UNSET
+    if not read_only and settings.begin_immediate and autocommit is _UNSET and "autocommit" not in kwargs:
         kwargs.setdefault("isolation_level", "IMMEDIATE")
 
     setup = _SetUp(path=target.path, read_only=read_only, timeout=timeout, settings=settings)
@@ -421,8 +453,8 @@ def connect(
         raw = _open_file(database, uri, target, setup, kwargs)
     try:
         _apply_pragmas(raw, wanted, setup)
-        if autocommit is not _UNSET:
-            raw.autocommit = autocommit  # after set-up: autocommit=False opens a transaction
+        if sys.version_info >= (3, 12) and autocommit is not _UNSET:
+            raw.autocommit = autocommit
     except BaseException:
         raw.close()
         raise
@@ -435,7 +467,8 @@ def connect(
 
 
 def _open(database: object, uri: object, timeout: float, kwargs: dict[str, Any]) -> sqlite3.Connection:
-    return sqlite3.connect(database, timeout=timeout, uri=uri, **kwargs)  # type: ignore[arg-type]
+    sqlite3_connect: Callable[..., sqlite3.Connection] = sqlite3.connect
+    return sqlite3_connect(database, timeout=timeout, uri=uri, **kwargs)
 
 
 def _open_file(
@@ -444,42 +477,49 @@ def _open_file(
     """Open a file database; read-only ones (and any on a read-only filesystem) through a
     correctly encoded ``mode=ro`` URI, with ``immutable=1`` only where that cannot miss
     WAL content."""
-    assert target.path is not None and setup.filesystem is not None
-    path = target.path
-    if not (setup.read_only or setup.filesystem.read_only):
+    path, filesystem = target.path, setup.filesystem
+    if path is None or filesystem is None:  # pragma: no cover - in-memory targets never get here
+        raise AssertionError("a file target has a path and a filesystem")
+    if not (setup.read_only or filesystem.read_only):
         return _open(database, uri, setup.timeout, kwargs)
-    params = {k: v for k, v in target.params if k != "mode"}
-    params["mode"] = "ro"
+    params = {**{k: v for k, v in target.params if k != "mode"}, "mode": "ro"}
     try:
-        raw = _open(to_uri(path, params), True, setup.timeout, kwargs)
-        try:
-            call_within_budget(
-                lambda: raw.execute("PRAGMA schema_version").fetchone(), timeout=setup.timeout, what="open"
-            )
-        except BaseException:
-            raw.close()
-            raise
-        return raw
+        return _open_and_read(to_uri(path, params), setup.timeout, kwargs)
     except sqlite3.OperationalError as error:
-        if is_lock_error(error) or not _is_cantopen(error):
+        if not _is_cantopen(error):
             raise
-        if not os.path.exists(path):
-            raise sqlite3.OperationalError(
-                f"unable to open database file {path!r}: it does not exist, and a read-only "
-                "connection never creates it"
-            ) from error
-        if not (setup.filesystem.read_only and is_wal_file(path)):
-            raise sqlite3.OperationalError(f"unable to open database file {path!r} read-only: {error}") from error
-        pending = wal_content_bytes(path)
-        if pending:
-            raise UnreadableWALError(
-                f"cannot read WAL database {path!r} on a read-only filesystem: its -wal file holds "
-                f"{pending} bytes of changes, and without a usable -shm file they cannot be read; "
-                "checkpoint it where it is writable (PRAGMA wal_checkpoint(TRUNCATE))"
-            ) from error
-    # A read-only filesystem and no WAL content: nothing can change or be missed.
-    setup.journal_mode_reason = "read-only filesystem, WAL database without -shm: opened immutable"
-    return _open(to_uri(path, {**params, "immutable": "1"}), True, setup.timeout, kwargs)
+        _check_immutable_is_safe(path, filesystem, error)
+    setup.journal_mode_reason = "read-only filesystem, WAL database without -shm or WAL content: opened immutable"
+    return _open_and_read(to_uri(path, {**params, "immutable": "1"}), setup.timeout, kwargs)
+
+
+def _open_and_read(uri: str, timeout: float, kwargs: dict[str, Any]) -> sqlite3.Connection:
+    """Open *uri* and read the schema: a read-only open that cannot work fails here."""
+    raw = _open(uri, True, timeout, kwargs)
+    try:
+        call_within_budget(lambda: raw.execute("PRAGMA schema_version").fetchone(), timeout=timeout, what="open")
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
+def _check_immutable_is_safe(path: str, filesystem: FileSystem, error: sqlite3.OperationalError) -> None:
+    """Raise a clear error for a read-only open that failed, unless the file is a WAL
+    database on a read-only filesystem with no WAL content, which ``immutable=1`` reads."""
+    if not os.path.exists(path):
+        raise sqlite3.OperationalError(
+            f"unable to open database file {path!r}: it does not exist, and a read-only connection never creates it"
+        ) from error
+    if not (filesystem.read_only and is_wal_file(path)):
+        raise sqlite3.OperationalError(f"unable to open database file {path!r} read-only: {error}") from error
+    pending = wal_content_bytes(path)
+    if pending:
+        raise UnreadableWALError(
+            f"cannot read WAL database {path!r} on a read-only filesystem: its -wal file holds "
+            f"{pending} bytes of changes, and without a usable -shm file they cannot be read; "
+            "checkpoint it where it is writable (PRAGMA wal_checkpoint(TRUNCATE))"
+        ) from error
 
 
 def _is_cantopen(error: sqlite3.Error) -> bool:

@@ -28,12 +28,38 @@ __all__ = [
 NETWORK_FILESYSTEMS = frozenset(
     {
         # Linux /proc/self/mountinfo types
-        "9p", "afs", "beegfs", "ceph", "cifs", "coda", "davfs", "gfs2", "glusterfs", "gpfs",
-        "lustre", "ncp", "ncpfs", "nfs", "nfs4", "ocfs2", "orangefs", "smb3", "smbfs",
-        "fuse.cephfs", "fuse.davfs2", "fuse.gcsfuse", "fuse.glusterfs", "fuse.goofys",
-        "fuse.juicefs", "fuse.rclone", "fuse.s3fs", "fuse.smbnetfs", "fuse.sshfs",
+        "9p",
+        "afs",
+        "beegfs",
+        "ceph",
+        "cifs",
+        "coda",
+        "davfs",
+        "gfs2",
+        "glusterfs",
+        "gpfs",
+        "lustre",
+        "ncp",
+        "ncpfs",
+        "nfs",
+        "nfs4",
+        "ocfs2",
+        "orangefs",
+        "smb3",
+        "smbfs",
+        "fuse.cephfs",
+        "fuse.davfs2",
+        "fuse.gcsfuse",
+        "fuse.glusterfs",
+        "fuse.goofys",
+        "fuse.juicefs",
+        "fuse.rclone",
+        "fuse.s3fs",
+        "fuse.smbnetfs",
+        "fuse.sshfs",
         # macOS mount(8) types
-        "afpfs", "webdav",
+        "afpfs",
+        "webdav",
     }
 )
 """Filesystem types on which WAL's shared memory cannot work between hosts."""
@@ -85,9 +111,7 @@ _DARWIN_MOUNT = re.compile(r"^.+ on (?P<point>.+) \((?P<type>[^,)]+)")
 
 def _darwin_mounts() -> list[tuple[str, str]]:
     """(mount point, type) of every mount, from mount(8) on macOS."""
-    output = subprocess.run(
-        ["/sbin/mount"], capture_output=True, text=True, check=True, timeout=5
-    ).stdout
+    output = subprocess.run(["/sbin/mount"], capture_output=True, text=True, check=True, timeout=5).stdout
     return [(m["point"], m["type"]) for m in map(_DARWIN_MOUNT.match, output.splitlines()) if m]
 
 

@@ -44,7 +44,7 @@ class Pragma:
     per_connection: bool = True
     """False for pragmas that change the database file, never set on read-only connections."""
 
-    def canonical(self, value: object) -> PragmaValue:
+    def canonical(self, value: object) -> PragmaValue:  # noqa: PLR0911 - one return per accepted spelling
         """Return the canonical form of *value*, or raise ``ConfigurationError``."""
         if self.kind == "bool":
             if isinstance(value, bool):
@@ -66,9 +66,8 @@ class Pragma:
             return number
         if isinstance(value, str) and value.lower() in self.choices:
             return value.lower()
-        if self.numeric and isinstance(value, int) and not isinstance(value, bool):
-            if 0 <= value < len(self.choices):
-                return self.choices[value]
+        if self.numeric and type(value) is int and 0 <= value < len(self.choices):
+            return self.choices[value]
         expected = ", ".join(repr(c) for c in self.choices)
         if self.numeric:
             expected += f" (or 0 to {len(self.choices) - 1})"
@@ -76,8 +75,7 @@ class Pragma:
 
     def _reject(self, value: object, expected: str) -> PragmaValue:
         raise ConfigurationError(
-            f"invalid value for pragma {self.name!r}: {value!r} "
-            f"({type(value).__name__}); expected {expected}"
+            f"invalid value for pragma {self.name!r}: {value!r} ({type(value).__name__}); expected {expected}"
         )
 
     def literal(self, value: PragmaValue) -> str:
@@ -99,7 +97,7 @@ class Pragma:
         if self.kind == "bool":
             return bool(reported)
         if self.kind == "int":
-            return int(reported)  # type: ignore[call-overload]
+            return reported if isinstance(reported, int) else int(str(reported))
         if self.numeric and isinstance(reported, int):
             return self.choices[reported]
         return str(reported).lower()
@@ -114,9 +112,7 @@ def _number(name: str, doc: str, low: int, high: int) -> Pragma:
 
 
 def _keyword(name: str, doc: str, *choices: str, numeric: bool, per_connection: bool = True) -> Pragma:
-    return Pragma(
-        name=name, doc=doc, kind="enum", choices=choices, numeric=numeric, per_connection=per_connection
-    )
+    return Pragma(name=name, doc=doc, kind="enum", choices=choices, numeric=numeric, per_connection=per_connection)
 
 
 _LINK = "https://www.sqlite.org/pragma.html#pragma_"
@@ -136,19 +132,36 @@ PRAGMAS: Mapping[str, Pragma] = {
         _keyword(
             "journal_mode",
             f"Rollback journal or write-ahead log. {_LINK}journal_mode",
-            "delete", "truncate", "persist", "memory", "wal", "off",
+            "delete",
+            "truncate",
+            "persist",
+            "memory",
+            "wal",
+            "off",
             numeric=False,
             per_connection=False,
         ),
         _number("journal_size_limit", f"Bytes kept of a journal or WAL file. {_LINK}journal_size_limit", -1, _INT64[1]),
-        _keyword("locking_mode", f"Keep the file lock between transactions. {_LINK}locking_mode", "normal", "exclusive", numeric=False),
+        _keyword(
+            "locking_mode",
+            f"Keep the file lock between transactions. {_LINK}locking_mode",
+            "normal",
+            "exclusive",
+            numeric=False,
+        ),
         _number("mmap_size", f"Bytes of the file to memory-map. {_LINK}mmap_size", 0, _INT64[1]),
         _flag("query_only", f"Refuse every change to the database. {_LINK}query_only"),
         _flag("recursive_triggers", f"Let triggers fire triggers. {_LINK}recursive_triggers"),
-        _flag("reverse_unordered_selects", f"Reverse unordered SELECT output (testing). {_LINK}reverse_unordered_selects"),
-        _keyword("secure_delete", f"Overwrite deleted content. {_LINK}secure_delete", "off", "on", "fast", numeric=True),
+        _flag(
+            "reverse_unordered_selects", f"Reverse unordered SELECT output (testing). {_LINK}reverse_unordered_selects"
+        ),
+        _keyword(
+            "secure_delete", f"Overwrite deleted content. {_LINK}secure_delete", "off", "on", "fast", numeric=True
+        ),
         _keyword("synchronous", f"When to fsync. {_LINK}synchronous", "off", "normal", "full", "extra", numeric=True),
-        _keyword("temp_store", f"Where temporary tables live. {_LINK}temp_store", "default", "file", "memory", numeric=True),
+        _keyword(
+            "temp_store", f"Where temporary tables live. {_LINK}temp_store", "default", "file", "memory", numeric=True
+        ),
         _flag("trusted_schema", f"Let schema SQL call functions with side effects. {_LINK}trusted_schema"),
         _number("wal_autocheckpoint", f"WAL pages that trigger a checkpoint. {_LINK}wal_autocheckpoint", -1, _INT32[1]),
     )
@@ -165,9 +178,7 @@ def validate(name: object, value: object) -> tuple[Pragma, PragmaValue]:
     """
     pragma = PRAGMAS.get(name) if isinstance(name, str) else None
     if pragma is None:
-        raise ConfigurationError(
-            f"unknown or unsupported pragma {name!r}; supported: {', '.join(sorted(PRAGMAS))}"
-        )
+        raise ConfigurationError(f"unknown or unsupported pragma {name!r}; supported: {', '.join(sorted(PRAGMAS))}")
     return pragma, pragma.canonical(value)
 
 

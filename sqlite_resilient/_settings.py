@@ -69,9 +69,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timeout", _check_timeout("timeout", self.timeout))
-        object.__setattr__(
-            self, "read_only_timeout", _check_timeout("read_only_timeout", self.read_only_timeout)
-        )
+        object.__setattr__(self, "read_only_timeout", _check_timeout("read_only_timeout", self.read_only_timeout))
         object.__setattr__(self, "pragmas", MappingProxyType(validate_all(self.pragmas)))
 
 

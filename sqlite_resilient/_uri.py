@@ -62,9 +62,7 @@ def parse_database(database: object, uri: bool) -> Target:
         ConfigurationError: a ``file:`` URI names a remote host.
     """
     if not isinstance(database, (str, bytes, os.PathLike)):
-        raise TypeError(
-            f"database must be str, bytes or os.PathLike, not {type(database).__name__}"
-        )
+        raise TypeError(f"database must be str, bytes or os.PathLike, not {type(database).__name__}")
     name = os.fsdecode(os.fspath(database))
     if "\0" in name:
         raise ConfigurationError(f"database name contains a NUL character: {name!r}")
@@ -80,8 +78,7 @@ def parse_database(database: object, uri: bool) -> Target:
         rest = slash + rest
     raw_path, _, query = rest.partition("?")
     params = tuple(
-        (_decode(key), _decode(value))
-        for key, _, value in (item.partition("=") for item in query.split("&") if item)
+        (_decode(key), _decode(value)) for key, _, value in (item.partition("=") for item in query.split("&") if item)
     )
     path = _decode(raw_path)
     target = Target(path=path, memory=False, params=params)
