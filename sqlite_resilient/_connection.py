@@ -140,7 +140,7 @@ class ResilientConnection(_ConnectionProxy):
     def __init__(self, connection: sqlite3.Connection, setup: _SetUp) -> None:
         super().__init__(connection)
         self._self_setup = setup
-        self._self_busy_ms = int(min(setup.timeout * 1000, _MAX_BUSY_MS))
+        self._self_busy_ms = int(setup.pragmas["busy_timeout"])  # SQLite's own handler, at most
         _live_connections.add(self)
 
     # -- what connect() set up -------------------------------------------------------------
