@@ -1,0 +1,156 @@
+"""The ``sqlite-resilient`` command line (also ``python -m sqlite_resilient``).
+
+Subcommands:
+
+- ``demo``: plain :mod:`sqlite3` and ``sqlite_resilient`` side by side under real
+  contention (see :mod:`sqlite_resilient._demo`).
+
+Each subcommand is one ``_add_<name>`` function that declares its arguments and sets its
+handler, a function from the parsed arguments to an exit status; a new subcommand (``doctor``,
+DESIGN §6) is one more such pair, listed in ``_SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Callable
+
+import sqlite_resilient
+
+from . import _demo
+
+__all__ = ["main"]
+
+PROG = "sqlite-resilient"
+MAX_WRITERS = 32
+"""More writer processes than this would measure the machine, not SQLite."""
+MAX_SECONDS = 3600.0
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 and at most ``MAX_SECONDS``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"must be > 0 and <= {MAX_SECONDS:g} seconds, not {text}")
+    return value
+
+
+def _writer_count(text: str) -> int:
+    """argparse type: a whole number of writer processes from 1 to ``MAX_WRITERS``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_WRITERS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_WRITERS}, not {value}")
+    return value
+
+
+def _existing_directory(text: str) -> str:
+    """argparse type: a directory that exists."""
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"not an existing directory: {text!r}")
+    return text
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+
+def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``demo`` and its options."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="plain sqlite3 and sqlite_resilient side by side under real contention",
+        description=(
+            "Run the same workload twice, each time on a fresh database: background writer processes "
+            "(ingestion and read-then-update enrichment) and a dashboard polling the same file, first with "
+            "plain sqlite3.connect(), then with sqlite_resilient.connect(); print a table comparing failed "
+            "reads and writes and read latency."
+        ),
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        default=_demo.DEFAULT_SECONDS,
+        metavar="S",
+        help="how long each scenario runs (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--writers",
+        type=_writer_count,
+        default=_demo.DEFAULT_WRITERS,
+        metavar="N",
+        help="writer processes per scenario (default: %(default)d)",
+    )
+    parser.add_argument(
+        "--dir",
+        type=_existing_directory,
+        default=None,
+        metavar="DIR",
+        help="where the temporary databases are made (default: the system's temporary directory)",
+    )
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """Run the demo; the report goes to stdout, progress to stderr."""
+    try:
+        _demo.run_demo(args.seconds, args.writers, args.dir)
+    except _demo.DemoError as exc:
+        print(f"{PROG} demo: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (_add_demo,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="SQLite that survives real concurrency: WAL, validated pragmas, safe lock retries.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {sqlite_resilient.__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for add in _SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def _exit_status(code: object) -> int:
+    """The exit status :class:`SystemExit` *code* stands for."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with *argv* (default ``sys.argv[1:]``) and return its exit status.
+
+    ``--help`` and ``--version`` return 0 after printing; usage errors print a message and
+    return 2, as argparse does, but without leaving the interpreter, so ``main`` can be
+    called from code and tests.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return _exit_status(exc.code)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return 130
