@@ -28,8 +28,10 @@ from ._errors import (
     ConfigurationError,
     ForkedConnectionError,
     PragmaNotAppliedWarning,
+    ResilientError,
     UnreadableWALError,
     WALFallbackWarning,
+    copy_sqlite_error_code,
     is_lock_error,
 )
 from ._journal import FileSystem, filesystem_of, is_wal_file, wal_blocker, wal_content_bytes
@@ -114,6 +116,8 @@ class _SetUp:
     read_only: bool
     timeout: float
     settings: Settings
+    started: float = field(default_factory=time.monotonic)
+    """When connect() began: set-up waits for locks within one budget from here."""
     filesystem: FileSystem | None = None
     journal_mode: str = "memory"
     journal_mode_reason: str = ""
@@ -347,20 +351,41 @@ class _ForkedConnection:
         self._parent = parent
 
     def __getattr__(self, name: str) -> NoReturn:
+        if name.startswith("__"):  # protocol lookups (wrapt's, copy's, ...) find nothing
+            raise AttributeError(name)
         raise ForkedConnectionError(
             f"this connection was opened in process {self._parent} and cannot be used in "
             f"process {os.getpid()} after fork(); open a new connection in the child"
         )
 
 
+def _guard_fetch(name: str) -> Callable[..., Any]:
+    def fetch(self: ResilientCursor, *args: Any) -> Any:
+        self._self_connection._self_check_fork()
+        return getattr(self.__wrapped__, name)(*args)
+
+    fetch.__name__ = name
+    fetch.__doc__ = f"``{name}`` of the cursor, refused in a child for an inherited connection."
+    return fetch
+
+
 def _after_fork_in_child() -> None:
+    """Make every connection inherited through ``fork()`` raise on use, cursors included.
+
+    Only the child pays: its cursor fetches start checking their connection from now on;
+    the parent's code paths are unchanged.
+    """
     parent = os.getppid()
-    for conn in list(_live_connections):
+    inherited = list(_live_connections)
+    _live_connections.clear()
+    for conn in inherited:
         # Closing the inherited connection here could disturb the parent's locks and WAL
         # files, so it is kept, unused, for the life of the child.
         _inherited.append(conn.__wrapped__)
         conn.__wrapped__ = _ForkedConnection(parent)  # type: ignore[assignment]  # raises on use
-    _live_connections.clear()
+    if inherited:
+        for name in ("fetchone", "fetchmany", "fetchall", "__next__"):
+            setattr(ResilientCursor, name, _guard_fetch(name))
 
 
 if hasattr(os, "register_at_fork"):
@@ -441,29 +466,60 @@ def connect(
         wanted = {name: value for name, value in wanted.items() if PRAGMAS[name].per_connection}
         wanted["query_only"] = True
 
-    if target.path is None:
-        if "journal_mode" not in explicit:
-            wanted.pop("journal_mode", None)
-        setup.journal_mode_reason = "in-memory database"
-        raw = _open(database, uri, timeout, kwargs)
-    else:
-        setup.filesystem = filesystem_of(target.path)
-        if wanted.get("journal_mode") == "wal" and not read_only:
-            setup.fallback = wal_blocker(target.path, setup.filesystem)
-        raw = _open_file(database, uri, target, setup, kwargs)
     try:
-        _apply_pragmas(raw, wanted, setup)
-        if sys.version_info >= (3, 12) and autocommit is not _UNSET:
-            raw.autocommit = autocommit
-    except BaseException:
-        raw.close()
-        raise
+        raw = _open_and_set_up(database, uri, target, setup, wanted=wanted, explicit=explicit, kwargs=kwargs)
+        try:
+            if sys.version_info >= (3, 12) and autocommit is not _UNSET:
+                raw.autocommit = autocommit
+        except BaseException:
+            raw.close()
+            raise
+    except sqlite3.Error as error:
+        if isinstance(error, ResilientError) or target.path is None or target.path in str(error):
+            raise
+        raise _naming(error, target.path) from error
 
     if setup.fallback is not None:
         _report_fallback(setup)
     for mismatch in setup.mismatches:
         warnings.warn(mismatch, PragmaNotAppliedWarning, stacklevel=2)
     return ResilientConnection(raw, setup)
+
+
+def _open_and_set_up(
+    database: object,
+    uri: object,
+    target: Target,
+    setup: _SetUp,
+    *,
+    wanted: dict[str, PragmaValue],
+    explicit: dict[str, PragmaValue],
+    kwargs: dict[str, Any],
+) -> sqlite3.Connection:
+    """Open the database and apply the pragmas; close it again if set-up fails."""
+    if target.path is None:
+        if "journal_mode" not in explicit:
+            wanted.pop("journal_mode", None)
+        setup.journal_mode_reason = "in-memory database"
+        raw = _open(database, uri, setup.timeout, kwargs)
+    else:
+        setup.filesystem = filesystem_of(target.path)
+        if wanted.get("journal_mode") == "wal" and not setup.read_only:
+            setup.fallback = wal_blocker(target.path, setup.filesystem)
+        raw = _open_file(database, uri, target, setup, kwargs)
+    try:
+        _apply_pragmas(raw, wanted, setup)
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
+def _naming(error: sqlite3.Error, path: str) -> sqlite3.Error:
+    """The same kind of error, with the database file named in its message."""
+    named = type(error)(f"{error} (database {path!r})")
+    copy_sqlite_error_code(error, named)
+    return named
 
 
 def _open(database: object, uri: object, timeout: float, kwargs: dict[str, Any]) -> sqlite3.Connection:
@@ -484,20 +540,25 @@ def _open_file(
         return _open(database, uri, setup.timeout, kwargs)
     params = {**{k: v for k, v in target.params if k != "mode"}, "mode": "ro"}
     try:
-        return _open_and_read(to_uri(path, params), setup.timeout, kwargs)
+        return _open_and_read(to_uri(path, params), setup, kwargs)
     except sqlite3.OperationalError as error:
         if not _is_cantopen(error):
             raise
         _check_immutable_is_safe(path, filesystem, error)
     setup.journal_mode_reason = "read-only filesystem, WAL database without -shm or WAL content: opened immutable"
-    return _open_and_read(to_uri(path, {**params, "immutable": "1"}), setup.timeout, kwargs)
+    return _open_and_read(to_uri(path, {**params, "immutable": "1"}), setup, kwargs)
 
 
-def _open_and_read(uri: str, timeout: float, kwargs: dict[str, Any]) -> sqlite3.Connection:
+def _open_and_read(uri: str, setup: _SetUp, kwargs: dict[str, Any]) -> sqlite3.Connection:
     """Open *uri* and read the schema: a read-only open that cannot work fails here."""
-    raw = _open(uri, True, timeout, kwargs)
+    raw = _open(uri, True, setup.timeout, kwargs)
     try:
-        call_within_budget(lambda: raw.execute("PRAGMA schema_version").fetchone(), timeout=timeout, what="open")
+        call_within_budget(
+            lambda: raw.execute("PRAGMA schema_version").fetchone(),
+            timeout=setup.timeout,
+            started=setup.started,
+            what="connection set-up",
+        )
     except BaseException:
         raw.close()
         raise
@@ -512,7 +573,7 @@ def _check_immutable_is_safe(path: str, filesystem: FileSystem, error: sqlite3.O
             f"unable to open database file {path!r}: it does not exist, and a read-only connection never creates it"
         ) from error
     if not (filesystem.read_only and is_wal_file(path)):
-        raise sqlite3.OperationalError(f"unable to open database file {path!r} read-only: {error}") from error
+        raise error
     pending = wal_content_bytes(path)
     if pending:
         raise UnreadableWALError(
@@ -531,7 +592,6 @@ def _is_cantopen(error: sqlite3.Error) -> bool:
 
 def _apply_pragmas(raw: sqlite3.Connection, wanted: dict[str, PragmaValue], setup: _SetUp) -> None:
     """Set each pragma (busy_timeout first, then journal_mode), read it back, record it."""
-    deadline = time.monotonic() + setup.timeout
     busy_ms = int(min(setup.timeout * 1000, _MAX_BUSY_MS))
 
     def bound_busy_handler(left: float) -> None:
@@ -544,7 +604,8 @@ def _apply_pragmas(raw: sqlite3.Connection, wanted: dict[str, PragmaValue], setu
     def run(sql: str) -> Any:
         return call_within_budget(
             lambda: first_value(sql),
-            timeout=max(0.0, deadline - time.monotonic()),
+            timeout=setup.timeout,
+            started=setup.started,
             what="connection set-up",
             before_retry=bound_busy_handler,
         )
@@ -555,12 +616,12 @@ def _apply_pragmas(raw: sqlite3.Connection, wanted: dict[str, PragmaValue], setu
     for name, value in wanted.items():
         pragma = PRAGMAS[name]
         run(pragma.set_sql(value))
-        if name == "busy_timeout":  # journal_mode next: it is the one that waits for locks
-            _set_journal_mode(setup, requested, journal.from_sqlite(run("PRAGMA journal_mode")), run)
         reported = pragma.from_sqlite(run(f"PRAGMA {name}"))
         setup.pragmas[name] = reported
         if reported != value:
             setup.mismatches.append(f"pragma {name} was set to {value!r} but SQLite reports {reported!r}")
+        if name == "busy_timeout":  # journal_mode next: it is the one that waits for locks
+            _set_journal_mode(setup, requested, journal.from_sqlite(run("PRAGMA journal_mode")), run)
     raw.execute(f"PRAGMA busy_timeout = {int(setup.pragmas['busy_timeout'])}")
 
 
@@ -577,6 +638,8 @@ def _set_journal_mode(
         pass
     elif setup.read_only:
         setup.journal_mode_reason = "read-only connection: the database's own journal mode"
+    elif setup.fallback is not None and current == "wal":
+        setup.journal_mode_reason = f"{setup.fallback}; the database was in WAL mode already and is left so"
     elif setup.fallback is not None:
         setup.journal_mode_reason = f"WAL not used: {setup.fallback}"
     elif requested is None:
@@ -595,9 +658,9 @@ def _report_fallback(setup: _SetUp) -> None:
     _warned.add(key)
     logger.log(
         logging.WARNING if first else logging.DEBUG,
-        "WAL not used for %s: %s; journal_mode=%s",
+        "%s: %s; journal_mode is %s",
         setup.path,
-        setup.fallback,
+        setup.journal_mode_reason,
         setup.journal_mode,
         extra={
             "event": "sqlite_resilient.wal_fallback",
@@ -608,9 +671,7 @@ def _report_fallback(setup: _SetUp) -> None:
     )
     if first and setup.settings.warn_on_fallback:
         warnings.warn(
-            f"WAL is not used for {setup.path!r}: {setup.fallback}; journal_mode stays "
-            f"{setup.journal_mode!r}, so readers and writers block each other (lock waits "
-            "are retried within the timeout)",
+            f"{setup.path!r}: {setup.journal_mode_reason}; journal_mode is {setup.journal_mode!r}",
             WALFallbackWarning,
             stacklevel=3,
         )

@@ -46,6 +46,7 @@ class Pragma:
 
     def canonical(self, value: object) -> PragmaValue:  # noqa: PLR0911 - one return per accepted spelling
         """Return the canonical form of *value*, or raise ``ConfigurationError``."""
+        value = _plain(value)
         if self.kind == "bool":
             if isinstance(value, bool):
                 return value
@@ -101,6 +102,18 @@ class Pragma:
         if self.numeric and isinstance(reported, int):
             return self.choices[reported]
         return str(reported).lower()
+
+
+def _plain(value: object) -> object:
+    """The value as a plain ``int``/``str``: a subclass's methods (``__str__``, ``lower``, ...)
+    could say anything, and only plain values are ever rendered into SQL."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    return value
 
 
 def _flag(name: str, doc: str) -> Pragma:
@@ -163,7 +176,7 @@ PRAGMAS: Mapping[str, Pragma] = {
             "temp_store", f"Where temporary tables live. {_LINK}temp_store", "default", "file", "memory", numeric=True
         ),
         _flag("trusted_schema", f"Let schema SQL call functions with side effects. {_LINK}trusted_schema"),
-        _number("wal_autocheckpoint", f"WAL pages that trigger a checkpoint. {_LINK}wal_autocheckpoint", -1, _INT32[1]),
+        _number("wal_autocheckpoint", f"WAL pages per checkpoint, 0: none. {_LINK}wal_autocheckpoint", 0, _INT32[1]),
     )
 }
 """Every pragma the library can set, by name."""

@@ -47,6 +47,7 @@ def call_within_budget(
     what: str,
     retry_if: Callable[[], bool] | None = None,
     before_retry: Callable[[float], object] | None = None,
+    started: float | None = None,
 ) -> T:
     """Call *fn*; on a lock error, call it again with backoff until *timeout* seconds pass.
 
@@ -58,12 +59,15 @@ def call_within_budget(
             applied); when it says no, the lock error propagates unchanged.
         before_retry: Called with the seconds left before each new attempt, e.g. to bound
             SQLite's own busy handler by what is left of the budget.
+        started: When the budget started (``time.monotonic()``), if before this call: one
+            budget can then span several calls, as in connection set-up.
 
     Raises:
         DatabaseLockedError: the budget is spent; ``__cause__`` is the last lock error.
         Exception: any other error of *fn*, unchanged and at once.
     """
-    started = time.monotonic()
+    if started is None:
+        started = time.monotonic()
     try:
         return fn()
     except sqlite3.OperationalError as error:

@@ -94,5 +94,6 @@ def to_uri(path: str, params: dict[str, str]) -> str:
     ``%``, ``&``, spaces and non-ASCII characters name that file and nothing else.
     """
     encoded = quote(os.fsencode(path), safe=_SAFE_PATH)
+    # An empty authority first, so that a path starting with "//" is not read as a host.
     query = "&".join(f"{quote(k, safe=_SAFE_PARAM)}={quote(v, safe=_SAFE_PARAM)}" for k, v in params.items())
-    return f"file:{encoded}?{query}" if query else f"file:{encoded}"
+    return f"file://{encoded}?{query}" if query else f"file://{encoded}"

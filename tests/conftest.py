@@ -1,0 +1,188 @@
+"""Shared fixtures: real read-only bind mounts, a small tmpfs, helper processes that hold
+SQLite locks, and a directory that an unprivileged user can reach.
+
+Nothing here mocks SQLite or the filesystem: mounts are made with mount(8) (root only, the
+tests that need them are skipped otherwise) and helper processes run ``tests/helpers.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Callable
+
+import pytest
+
+HELPERS = Path(__file__).with_name("helpers.py")
+"""The helper-process script (see its docstring for the commands it runs)."""
+
+HELPER_TIMEOUT = 30.0
+"""Upper bound in seconds for any helper process to answer or finish."""
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=HELPER_TIMEOUT, check=False)
+
+
+def _unmount(directory: Path) -> None:
+    """Unmount *directory*; lazily if it is still busy (e.g. a test left a file open)."""
+    if _run("umount", str(directory)).returncode != 0:
+        _run("umount", "-l", str(directory))
+
+
+def _mount_or_skip(*args: str) -> None:
+    if not _is_root():
+        pytest.skip("needs root to mount (mount --bind / mount -t tmpfs)")
+    if shutil.which("mount") is None:
+        pytest.skip("mount(8) is not installed")
+    result = _run("mount", *args)
+    if result.returncode != 0:
+        pytest.skip(f"mount {' '.join(args)} failed: {' '.join(result.stderr.split())}")
+
+
+@pytest.fixture
+def ro_mount(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """``(src_dir, ro_dir)``: files prepared in ``src_dir`` appear in ``ro_dir``, a
+    read-only bind mount of it (``statvfs`` reports ``ST_RDONLY`` there).
+
+    Unmounted at teardown, even when the test failed. Skipped when not root or when the
+    machine does not allow the mount.
+    """
+    src = tmp_path / "src"
+    ro = tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    _mount_or_skip("--bind", str(src), str(ro))
+    try:
+        result = _run("mount", "-o", "remount,bind,ro", str(ro))
+        if result.returncode != 0:
+            pytest.skip(f"cannot remount the bind mount read-only: {result.stderr.strip()}")
+        if not os.statvfs(ro).f_flag & os.ST_RDONLY:
+            pytest.skip("the read-only bind mount is not reported read-only by statvfs")
+        yield src, ro
+    finally:
+        _unmount(ro)
+
+
+@pytest.fixture
+def tmpfs_mount(tmp_path: Path) -> Iterator[Path]:
+    """A fresh 1 MiB tmpfs mounted on a directory; unmounted at teardown."""
+    where = tmp_path / "tmpfs"
+    where.mkdir()
+    _mount_or_skip("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where))
+    try:
+        yield where
+    finally:
+        _unmount(where)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory under ``/tmp`` whose every parent an unprivileged user can traverse.
+
+    ``tmp_path`` lives under a 0700 directory of root's, out of reach of the ``nobody``
+    user that privilege-dropping helpers run as. Removed at teardown.
+    """
+    path = Path(tempfile.mkdtemp(prefix="sqlite-resilient-", dir="/tmp"))
+    try:
+        path.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)  # root: whatever modes a test left
+
+
+def helper_command(*args: str) -> list[str]:
+    """The command line that runs ``tests/helpers.py`` with *args* in this interpreter."""
+    return [sys.executable, str(HELPERS), *args]
+
+
+RunHelper = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def run_helper() -> RunHelper:
+    """Run ``tests/helpers.py COMMAND ARGS...`` to completion and return the result."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            helper_command(*args), capture_output=True, text=True, timeout=HELPER_TIMEOUT, check=False
+        )
+
+    return run
+
+
+class LockHolder:
+    """A helper process that holds a SQLite lock on a database until :meth:`release`.
+
+    It opens the database with plain :mod:`sqlite3`, runs ``BEGIN <mode>`` and writes one
+    line to its stdout; :meth:`start` returns only after reading that line, so the lock is
+    held from then on. :meth:`release` makes it ``COMMIT`` and waits for it to exit.
+    """
+
+    def __init__(self, database: Path, mode: str) -> None:
+        self.process = subprocess.Popen(
+            helper_command("hold-lock", str(database), mode),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def _stdin(self) -> IO[str]:
+        assert self.process.stdin is not None
+        return self.process.stdin
+
+    def wait_locked(self) -> None:
+        """Block until the helper holds the lock (it says so on its stdout)."""
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if line != "locked":
+            _out, err = self.process.communicate(timeout=HELPER_TIMEOUT)
+            raise AssertionError(f"lock helper did not take the lock: {line!r} {err}")
+
+    def release(self) -> None:
+        """Let the helper commit and exit; raise if it failed."""
+        self._stdin().write("release\n")
+        self._stdin().flush()
+        out, err = self.process.communicate(timeout=HELPER_TIMEOUT)
+        assert self.process.returncode == 0, f"lock helper failed: {out} {err}"
+        assert out.strip() == "released", out
+
+    def stop(self) -> None:
+        """End the helper whatever its state (teardown)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate(timeout=HELPER_TIMEOUT)
+
+
+StartLockHolder = Callable[[Path, str], LockHolder]
+
+
+@pytest.fixture
+def lock_holder() -> Iterator[StartLockHolder]:
+    """Start helper processes that hold a lock: ``lock_holder(db_path, "EXCLUSIVE")``.
+
+    Returns once the lock is held. Every helper is stopped at teardown.
+    """
+    started: list[LockHolder] = []
+
+    def start(database: Path, mode: str = "EXCLUSIVE") -> LockHolder:
+        holder = LockHolder(database, mode)
+        started.append(holder)
+        holder.wait_locked()
+        return holder
+
+    try:
+        yield start
+    finally:
+        for holder in started:
+            holder.stop()
