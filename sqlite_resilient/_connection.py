@@ -479,10 +479,14 @@ def connect(
             raise
         raise _naming(error, target.path) from error
 
-    if setup.fallback is not None:
-        _report_fallback(setup)
-    for mismatch in setup.mismatches:
-        warnings.warn(mismatch, PragmaNotAppliedWarning, stacklevel=2)
+    try:  # warnings may be errors (-W error): the connection must not leak then
+        if setup.fallback is not None:
+            _report_fallback(setup)
+        for mismatch in setup.mismatches:
+            warnings.warn(mismatch, PragmaNotAppliedWarning, stacklevel=2)
+    except BaseException:
+        raw.close()
+        raise
     return ResilientConnection(raw, setup)
 
 

@@ -60,6 +60,8 @@ def is_lock_error(exc: BaseException) -> bool:
     """
     if not isinstance(exc, sqlite3.OperationalError):
         return False
+    if isinstance(exc, DatabaseLockedError):
+        return True
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int):
         return code & 0xFF in _LOCK_CODES
