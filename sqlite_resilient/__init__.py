@@ -23,6 +23,7 @@ from sqlite3 import *  # type: ignore[assignment]  # noqa: F403
 from ._connection import connect  # noqa: F811
 
 # isort: on
+from . import instrumentation
 from ._connection import ResilientConnection, ResilientCursor
 from ._errors import (
     ConfigurationError,
@@ -31,13 +32,17 @@ from ._errors import (
     PragmaNotAppliedWarning,
     ResilientError,
     ResilientWarning,
+    TransactionEndedError,
     UnreadableWALError,
     WALFallbackWarning,
     is_lock_error,
 )
 from ._journal import NETWORK_FILESYSTEMS, FileSystem
 from ._pragmas import PRAGMAS, Pragma, PragmaValue
+from ._retry import is_testing, retry_on_lock, set_testing
 from ._settings import DEFAULT_PRAGMAS, DEFAULT_SETTINGS, Settings
+from ._transaction import Transaction, TransactionMode, db_transaction
+from .instrumentation import LockStats
 
 
 def _offered_with_deprecation(name: str) -> bool:
@@ -72,6 +77,7 @@ __all__ = [
     "DatabaseLockedError",
     "FileSystem",
     "ForkedConnectionError",
+    "LockStats",
     "Pragma",
     "PragmaNotAppliedWarning",
     "PragmaValue",
@@ -80,10 +86,18 @@ __all__ = [
     "ResilientError",
     "ResilientWarning",
     "Settings",
+    "Transaction",
+    "TransactionEndedError",
+    "TransactionMode",
     "UnreadableWALError",
     "WALFallbackWarning",
     "connect",
+    "db_transaction",
+    "instrumentation",
     "is_lock_error",
+    "is_testing",
+    "retry_on_lock",
+    "set_testing",
 ]
 __all__ = sorted({*__all__, *_SQLITE3_NAMES})  # noqa: PLE0605 - the drop-in surface follows the interpreter
 

@@ -10,7 +10,6 @@ where that is safe.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import sys
@@ -33,16 +32,17 @@ from ._errors import (
     WALFallbackWarning,
     copy_sqlite_error_code,
     is_lock_error,
+    is_transient,
 )
 from ._journal import FileSystem, filesystem_of, is_wal_file, wal_blocker, wal_content_bytes
 from ._pragmas import PRAGMAS, PragmaValue, validate_all
-from ._retry import call_within_budget, retry_after_lock_error
+from ._retry import Scope, call_within_budget, current_scope, report_lock_error, retry_after_lock_error
 from ._settings import DEFAULT_SETTINGS, Settings, _check_timeout
+from ._transaction import Transaction, TransactionMode
 from ._uri import Target, parse_database, to_uri
+from .instrumentation import WAL_FALLBACK, FallbackEvent, LockCounters, LockStats, emit
 
 __all__ = ["ResilientConnection", "ResilientCursor", "connect"]
-
-logger = logging.getLogger("sqlite_resilient")
 
 T = TypeVar("T")
 CursorT = TypeVar("CursorT", bound=sqlite3.Cursor)
@@ -93,6 +93,7 @@ class ResilientCursor(_CursorProxy):
     def executescript(self, sql_script: str, /) -> ResilientCursor:
         """Execute a script (see :meth:`ResilientConnection.executescript`)."""
         self._self_connection._self_check_fork()
+        self._self_connection._self_fresh = False
         self.__wrapped__.executescript(sql_script)
         return self
 
@@ -145,6 +146,9 @@ class ResilientConnection(_ConnectionProxy):
         super().__init__(connection)
         self._self_setup = setup
         self._self_busy_ms = int(setup.pragmas["busy_timeout"])  # SQLite's own handler, at most
+        self._self_busy_now = self._self_busy_ms  # what it is set to now
+        self._self_fresh = True  # nothing ran since the transaction (autocommit=False) opened
+        self._self_counters = LockCounters()
         _live_connections.add(self)
 
     # -- what connect() set up -------------------------------------------------------------
@@ -189,6 +193,11 @@ class ResilientConnection(_ConnectionProxy):
         """The absolute path of the database file; ``None`` for in-memory databases."""
         return self._self_setup.path
 
+    @property
+    def lock_stats(self) -> LockStats:
+        """How often and how long this connection met locks so far (a snapshot)."""
+        return self._self_counters.snapshot()
+
     # -- statements ----------------------------------------------------------------------
 
     def _self_check_fork(self) -> None:
@@ -198,13 +207,26 @@ class ResilientConnection(_ConnectionProxy):
     def _self_run(self, method: Callable[..., T], *args: Any) -> T:
         """Run one statement; on a lock error, retry it only if nothing was applied."""
         connection = self.__wrapped__
+        scope = current_scope()
+        if scope is not None:
+            scope.touch(connection, self)
         if connection.in_transaction:
-            return method(*args)
+            self._self_fresh = False
+            started = time.monotonic()
+            try:
+                return method(*args)
+            except sqlite3.OperationalError as error:
+                if is_transient(error):
+                    self._self_lock_error_in_transaction(error, started, scope)
+                raise
         started = time.monotonic()
         try:
             return method(*args)
         except sqlite3.OperationalError as error:
-            if not is_lock_error(error) or connection.in_transaction:
+            if not is_transient(error):
+                raise
+            if connection.in_transaction:
+                self._self_lock_error_in_transaction(error, started, scope)
                 raise
             first = error
         return self._self_retry(first, started, "execute", lambda: method(*args), lambda: not connection.in_transaction)
@@ -213,14 +235,20 @@ class ResilientConnection(_ConnectionProxy):
         """Like :meth:`_self_run` for ``executemany``: retried only if no row was changed
         and the parameters can be iterated again (a list or tuple, not an iterator)."""
         connection = self.__wrapped__
-        if connection.in_transaction or not isinstance(seq_of_parameters, Sequence):
-            return method(sql, seq_of_parameters)
+        scope = current_scope()
+        if scope is not None:
+            scope.touch(connection, self)
         started = time.monotonic()
         changes = connection.total_changes
+        replayable = not connection.in_transaction and isinstance(seq_of_parameters, Sequence)
+        self._self_fresh = False
         try:
             return method(sql, seq_of_parameters)
         except sqlite3.OperationalError as error:
-            if not is_lock_error(error) or connection.in_transaction or connection.total_changes != changes:
+            if not is_transient(error):
+                raise
+            if not replayable or connection.in_transaction or connection.total_changes != changes:
+                self._self_lock_error_in_transaction(error, started, scope)
                 raise
             first = error
 
@@ -228,6 +256,20 @@ class ResilientConnection(_ConnectionProxy):
             return not connection.in_transaction and connection.total_changes == changes
 
         return self._self_retry(first, started, "executemany", lambda: method(sql, seq_of_parameters), nothing_applied)
+
+    def _self_lock_error_in_transaction(self, error: BaseException, started: float, scope: Scope | None) -> None:
+        """A lock error that cannot be retried here propagates: report it, and tell the
+        decorated call (if any) whose error it is."""
+        if scope is not None:
+            scope.lock_error_in(self)
+        report_lock_error(
+            "execute",
+            error,
+            started=started,
+            budget=self.timeout,
+            database=self.database_path,
+            counters=self._self_counters,
+        )
 
     def _self_retry(
         self,
@@ -237,24 +279,37 @@ class ResilientConnection(_ConnectionProxy):
         again: Callable[[], T],
         safe: Callable[[], bool],
     ) -> T:
-        """The slow path: retry within what is left of the budget, with SQLite's busy
-        handler bounded by that rest, and restore the busy timeout afterwards."""
+        """The slow path: retry within what is left of the budget (and of the decorated
+        call's, if any), with SQLite's busy handler bounded by that rest."""
+        scope = current_scope()
+        budget = self.timeout if scope is None else min(self.timeout, scope.deadline - started)
         try:
             return retry_after_lock_error(
                 first,
                 again,
                 started=started,
-                timeout=self.timeout,
+                timeout=budget,
                 what=what,
                 retry_if=safe,
-                before_retry=self._self_set_busy_timeout,
+                before_retry=self._self_bound_busy,
+                database=self.database_path,
+                counters=self._self_counters,
             )
+        except BaseException:
+            if scope is not None:
+                scope.lock_error_in(self)
+            raise
         finally:
-            self._self_set_busy_timeout(self.timeout)
+            self._self_set_busy(self._self_busy_ms)
 
-    def _self_set_busy_timeout(self, seconds: float) -> None:
-        milliseconds = int(min(max(seconds, 0.0) * 1000, self._self_busy_ms))
-        self.__wrapped__.execute(f"PRAGMA busy_timeout = {milliseconds}")
+    def _self_bound_busy(self, seconds: float) -> None:
+        """Let SQLite's busy handler wait at most *seconds* (and at most its own setting)."""
+        self._self_set_busy(int(min(max(seconds, 0.0) * 1000, self._self_busy_ms)))
+
+    def _self_set_busy(self, milliseconds: int) -> None:
+        if milliseconds != self._self_busy_now:
+            self.__wrapped__.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
+            self._self_busy_now = milliseconds
 
     @overload
     def cursor(self, factory: None = None) -> ResilientCursor: ...
@@ -294,14 +349,34 @@ class ResilientConnection(_ConnectionProxy):
     def commit(self) -> None:
         """Commit; a ``COMMIT`` that meets a lock keeps the transaction open and is retried
         within the budget."""
+        self._self_finish(self.__wrapped__.commit)
+        self._self_fresh = True
+
+    def rollback(self) -> None:
+        """Roll back, as :meth:`sqlite3.Connection.rollback`."""
+        self.__wrapped__.rollback()
+        self._self_fresh = True
+
+    def _self_finish(self, commit: Callable[[], object]) -> None:
+        """Run *commit*; while it meets a lock and the transaction stays open, retry it."""
         connection = self.__wrapped__
+        scope = current_scope()
+        if scope is not None:
+            scope.touch(connection, self)
         started = time.monotonic()
         try:
-            connection.commit()
+            commit()
         except sqlite3.OperationalError as error:
-            if not is_lock_error(error) or not connection.in_transaction:
+            if not is_transient(error):
                 raise
-            self._self_retry(error, started, "commit", connection.commit, lambda: connection.in_transaction)
+            if not connection.in_transaction:
+                self._self_lock_error_in_transaction(error, started, scope)
+                raise
+            self._self_retry(error, started, "commit", commit, lambda: connection.in_transaction)
+
+    def transaction(self, mode: TransactionMode | None = None) -> Transaction[ResilientConnection]:
+        """``with conn.transaction():`` is ``with db_transaction(conn):`` (see :func:`db_transaction`)."""
+        return Transaction(self, mode)
 
     # -- protocols -------------------------------------------------------------------------
 
@@ -316,8 +391,9 @@ class ResilientConnection(_ConnectionProxy):
             try:
                 self.commit()
             except BaseException:
-                self.__wrapped__.rollback()
+                self.rollback()
                 raise
+        self._self_fresh = True
         return self.__wrapped__.__exit__(exc_type, exc, tb)
 
     def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:
@@ -556,12 +632,15 @@ def _open_file(
 def _open_and_read(uri: str, setup: _SetUp, kwargs: dict[str, Any]) -> sqlite3.Connection:
     """Open *uri* and read the schema: a read-only open that cannot work fails here."""
     raw = _open(uri, True, setup.timeout, kwargs)
+    on_read_only_filesystem = setup.filesystem is not None and setup.filesystem.read_only
     try:
         call_within_budget(
             lambda: raw.execute("PRAGMA schema_version").fetchone(),
             timeout=setup.timeout,
             started=setup.started,
             what="connection set-up",
+            # no writer can ever recover a database there: only a lock is worth a wait
+            retryable=is_lock_error if on_read_only_filesystem else is_transient,
         )
     except BaseException:
         raw.close()
@@ -656,22 +735,19 @@ def _set_journal_mode(
 
 
 def _report_fallback(setup: _SetUp) -> None:
-    """Warn and log a WAL fallback once per database and reason in this process."""
+    """Report a WAL fallback to the hooks, and warn once per database and reason in this
+    process."""
     key = (setup.path, setup.journal_mode_reason)
     first = key not in _warned
     _warned.add(key)
-    logger.log(
-        logging.WARNING if first else logging.DEBUG,
-        "%s: %s; journal_mode is %s",
-        setup.path,
-        setup.journal_mode_reason,
-        setup.journal_mode,
-        extra={
-            "event": "sqlite_resilient.wal_fallback",
-            "database": setup.path,
-            "reason": setup.fallback,
-            "journal_mode": setup.journal_mode,
-        },
+    emit(
+        FallbackEvent(
+            name=WAL_FALLBACK,
+            database=setup.path,
+            reason=setup.journal_mode_reason,
+            journal_mode=setup.journal_mode,
+            first=first,
+        )
     )
     if first and setup.settings.warn_on_fallback:
         warnings.warn(

@@ -8,6 +8,8 @@ the standard class that code written for :mod:`sqlite3` already catches::
     │   ├── ConfigurationError(ValueError)        bad pragma, setting or connect() argument
     │   ├── DatabaseLockedError(sqlite3.OperationalError)
     │   │                                          the lock-wait budget is spent
+    │   ├── TransactionEndedError(sqlite3.OperationalError)
+    │   │                                          a db_transaction block's transaction ended early
     │   ├── UnreadableWALError(sqlite3.OperationalError)
     │   │                                          WAL content exists that cannot be read
     │   └── ForkedConnectionError(sqlite3.ProgrammingError)
@@ -31,6 +33,7 @@ __all__ = [
     "PragmaNotAppliedWarning",
     "ResilientError",
     "ResilientWarning",
+    "TransactionEndedError",
     "UnreadableWALError",
     "WALFallbackWarning",
     "is_lock_error",
@@ -69,6 +72,25 @@ def is_lock_error(exc: BaseException) -> bool:
     return message in _LOCK_MESSAGES or message.startswith(_LOCK_MESSAGE_PREFIXES)
 
 
+# Read-only connections meet these while a writer recovers the database (rolls a journal
+# back, or rebuilds the WAL index); a read-only connection cannot do that itself and may only
+# wait, like for a lock. Nothing can have been written through it. Only seen by code (3.11+):
+# their message is that of any SQLITE_READONLY.
+SQLITE_READONLY_RECOVERY = 8 | (1 << 8)
+SQLITE_READONLY_ROLLBACK = 8 | (3 << 8)
+_WAIT_FOR_WRITER_CODES = frozenset({SQLITE_READONLY_RECOVERY, SQLITE_READONLY_ROLLBACK})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether waiting may clear *exc*: a lock error, or a read-only connection waiting for
+    a writer to recover the database (``SQLITE_READONLY_ROLLBACK``/``_RECOVERY``)."""
+    if is_lock_error(exc):
+        return True
+    return (
+        isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in _WAIT_FOR_WRITER_CODES
+    )
+
+
 def copy_sqlite_error_code(source: BaseException, target: BaseException) -> None:
     """Give *target* the ``sqlite_errorcode``/``sqlite_errorname`` that *source* carries."""
     for name in ("sqlite_errorcode", "sqlite_errorname"):
@@ -97,6 +119,12 @@ class DatabaseLockedError(ResilientError, sqlite3.OperationalError):
         self.attempts = attempts
         self.waited = waited
         self.budget = budget
+
+
+class TransactionEndedError(ResilientError, sqlite3.OperationalError):
+    """The transaction of a ``db_transaction`` block ended inside the block (``commit()``
+    or ``rollback()`` called in it, or SQLite rolled back after an error the block
+    swallowed), so the block cannot commit it."""
 
 
 class UnreadableWALError(ResilientError, sqlite3.OperationalError):

@@ -21,6 +21,17 @@ Commands:
     a network filesystem type) on *MOUNTPOINT*, print ``mounted`` and answer the kernel's
     requests until the filesystem is unmounted. It has only an empty root directory: enough
     for ``stat``, ``statvfs`` and ``/proc/self/mountinfo``, with no server behind it.
+
+``increment DB COUNT MODE``
+    Print ``ready``, wait for a line on stdin, then add 1 to ``counter.n`` in *DB* *COUNT*
+    times, each a read-modify-write transaction (``SELECT n`` then ``UPDATE ... SET n = ?``),
+    and print one JSON object: ``done`` (increments committed), ``errors`` (the exceptions
+    that reached the loop, as ``"Type: message"``) and ``retries`` (the error names, or
+    messages, of the ``retry_scheduled`` events). *MODE*: ``deferred`` or ``immediate``
+    run each increment as a function decorated with ``@retry_on_lock`` around
+    ``db_transaction(conn, mode=MODE)`` of :mod:`sqlite_resilient`; ``plain-deferred``
+    uses plain :mod:`sqlite3` (``BEGIN DEFERRED`` ... ``COMMIT``), counts an error and
+    goes on.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import sqlite3
 import struct
 import sys
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 NOBODY = 65534
 
@@ -178,6 +189,62 @@ def fuse_serve(mountpoint: str, fstype: str) -> int:
             return 0 if error.errno == errno.ENODEV else 1
 
 
+def _error_of(call: Callable[[], object]) -> str | None:
+    """Run *call*; return its exception as ``"Type: message"``, or None if it succeeded."""
+    try:
+        call()
+    except Exception as error:  # reported to the test, which decides
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def increment(database: str, count: int, mode: str) -> int:
+    """Read-modify-write increments of ``counter.n``, started together on a line of stdin."""
+    import sqlite_resilient
+    from sqlite_resilient import instrumentation
+
+    if mode not in ("deferred", "immediate", "plain-deferred"):
+        raise SystemExit(f"bad mode {mode!r}")
+    retries: list[str] = []
+
+    def note(event: instrumentation.Event) -> None:
+        if isinstance(event, instrumentation.LockEvent) and event.name == "sqlite_resilient.retry_scheduled":
+            retries.append(getattr(event.error, "sqlite_errorname", str(event.error)))
+
+    instrumentation.set_hooks([note])
+    if mode == "plain-deferred":
+        conn = sqlite3.connect(database, isolation_level=None)
+
+        def bump() -> None:
+            try:
+                conn.execute("BEGIN DEFERRED")
+                (value,) = conn.execute("SELECT n FROM counter").fetchone()
+                conn.execute("UPDATE counter SET n = ?", (value + 1,))
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+
+    else:
+        conn = sqlite_resilient.connect(database)
+
+        @sqlite_resilient.retry_on_lock
+        def bump() -> None:
+            with sqlite_resilient.db_transaction(conn, mode="deferred" if mode == "deferred" else "immediate"):
+                (value,) = conn.execute("SELECT n FROM counter").fetchone()
+                conn.execute("UPDATE counter SET n = ?", (value + 1,))
+
+    print("ready", flush=True)
+    sys.stdin.readline()
+    try:
+        outcomes = [_error_of(bump) for _ in range(count)]
+    finally:
+        conn.close()
+    errors = [error for error in outcomes if error is not None]
+    print(json.dumps({"done": count - len(errors), "errors": errors, "retries": retries}), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Run one helper command (see the module docstring)."""
     command, *args = argv
@@ -189,6 +256,8 @@ def main(argv: list[str]) -> int:
         return probe_journal(args[0], read_only="--read-only" in args[1:])
     if command == "fuse-serve":
         return fuse_serve(args[0], args[1])
+    if command == "increment":
+        return increment(args[0], int(args[1]), args[2])
     raise SystemExit(f"unknown helper command {command!r}")
 
 

@@ -28,11 +28,20 @@ OWN_NAMES = {
     "ResilientCursor",
     "ResilientError",
     "ResilientWarning",
+    "LockStats",
     "Settings",
+    "Transaction",
+    "TransactionEndedError",
+    "TransactionMode",
     "UnreadableWALError",
     "WALFallbackWarning",
     "connect",
+    "db_transaction",
+    "instrumentation",
     "is_lock_error",
+    "is_testing",
+    "retry_on_lock",
+    "set_testing",
 }
 
 STDLIB_NAMES = {
