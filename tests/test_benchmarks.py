@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +25,40 @@ def test_overhead_benchmark_runs_and_prints_its_table() -> None:
     assert lines[0].split()[:1] == ["operation"]
     for operation in ("SELECT 1", "100-row fetch", "insert transaction", "executemany", "connect()"):
         assert any(operation in line and line.rstrip().endswith("x") for line in lines), operation
+
+
+def test_contention_benchmark_runs_prints_and_audits(tmp_path: Path) -> None:
+    """``benchmarks/contention.py`` runs every strategy briefly, prints one row for each and
+    writes its JSON; no strategy loses a counter update, and none of the BEGIN IMMEDIATE
+    strategies processes an item twice (correctness, not timing: never timing is asserted)."""
+    report = tmp_path / "contention.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "contention.py"),
+            *("--writers", "2", "--readers", "1", "--seconds", "0.2"),
+            *("--dir", str(tmp_path), "--json", str(report)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    strategies = ["plain", "wal-handrolled", "wal-implicit-immediate", "wal-begin-immediate", "apsw"]
+    strategies += ["sqlite_resilient", "ceiling"]
+    if importlib.util.find_spec("apsw") is None:
+        strategies.remove("apsw")
+        assert "apsw: skipped" in result.stdout
+    lines = result.stdout.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("strategy"))
+    rows = [line.split()[0] for line in lines[header + 2 : header + 2 + len(strategies)]]
+    assert rows == strategies
+    runs = {run["strategy"]: run for run in json.loads(report.read_text())["runs"]}
+    assert list(runs) == strategies
+    for name, run in runs.items():
+        assert run["missing_workers"] == [], name
+        assert run["lost_updates"] == 0, name
+        assert run["processed_log_rows"] == run["items_processed_committed"], name
+        if name in ("wal-begin-immediate", "apsw", "sqlite_resilient", "ceiling"):
+            assert run["items_processed_twice"] == 0, name
