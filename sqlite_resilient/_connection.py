@@ -34,9 +34,18 @@ from ._errors import (
     is_lock_error,
     is_transient,
 )
+from ._gate import WriteGate, open_gate
 from ._journal import FileSystem, filesystem_of, is_wal_file, wal_blocker, wal_content_bytes
 from ._pragmas import PRAGMAS, PragmaValue, validate_all
-from ._retry import Scope, call_within_budget, current_scope, report_lock_error, retry_after_lock_error
+from ._retry import (
+    BUSY_SLACK_MS,
+    Scope,
+    call_within_budget,
+    current_scope,
+    report_lock_error,
+    report_queued,
+    retry_after_lock_error,
+)
 from ._settings import DEFAULT_SETTINGS, Settings, _check_timeout
 from ._transaction import Transaction, TransactionMode
 from ._uri import Target, parse_database, to_uri
@@ -149,6 +158,7 @@ class ResilientConnection(_ConnectionProxy):
         self._self_busy_now = self._self_busy_ms  # what it is set to now
         self._self_fresh = True  # nothing ran since the transaction (autocommit=False) opened
         self._self_counters = LockCounters()
+        self._self_gate: WriteGate | Literal[False] | None = None  # False: none for this database
         _live_connections.add(self)
 
     # -- what connect() set up -------------------------------------------------------------
@@ -301,6 +311,68 @@ class ResilientConnection(_ConnectionProxy):
             raise
         finally:
             self._self_set_busy(self._self_busy_ms)
+
+    def _self_begin(self, sql: str, *, write: bool) -> bool:
+        """Run ``BEGIN`` (*sql*) within the budget; write transactions first queue on the
+        database's write gate, when there is one. Return whether the gate is held (the
+        caller releases it with :meth:`_self_leave_gate` when the transaction ends)."""
+        connection = self.__wrapped__
+        scope = current_scope()
+        if scope is not None:
+            scope.touch(connection, self)
+        started = time.monotonic()
+        budget = self.timeout if scope is None else min(self.timeout, scope.deadline - started)
+        gate = self._self_writer_gate() if write else None
+        try:
+            if gate is not None and not gate.try_acquire():
+                self._self_queue(gate, started, budget)
+            try:
+                connection.execute(sql)
+            except sqlite3.OperationalError as error:
+                if not is_transient(error) or connection.in_transaction:
+                    raise
+                self._self_retry(
+                    error, started, "BEGIN", lambda: connection.execute(sql), lambda: not connection.in_transaction
+                )
+        except BaseException:
+            self._self_leave_gate()
+            raise
+        finally:
+            self._self_set_busy(self._self_busy_ms)
+        return gate is not None and gate.held
+
+    def _self_queue(self, gate: WriteGate, started: float, budget: float) -> None:
+        """Wait at the write gate within *budget*: reported as a queued writer, counted as a
+        lock wait. Without the gate in time, SQLite's lock decides (with what is left)."""
+        report_queued(started, budget, self.database_path)
+        gate.acquire(budget)
+        waited = time.monotonic() - started
+        self._self_counters.record(attempts=1, retries=0, waited=waited, surfaced=False)
+        if waited * 1000 > BUSY_SLACK_MS:
+            self._self_bound_busy(budget - waited)
+
+    def _self_writer_gate(self) -> WriteGate | None:
+        """The write gate of this connection's database, opened on first use."""
+        gate = self._self_gate
+        if gate is None:
+            setup = self._self_setup
+            usable = (
+                setup.settings.writer_queue
+                and not setup.read_only
+                and setup.path is not None
+                and setup.filesystem is not None
+                and not setup.filesystem.network
+                and not setup.filesystem.read_only
+            )
+            gate = (open_gate(setup.path) if usable and setup.path is not None else None) or False
+            if gate:
+                weakref.finalize(self, gate.close)
+            self._self_gate = gate
+        return gate or None
+
+    def _self_leave_gate(self) -> None:
+        if self._self_gate:
+            self._self_gate.release()
 
     def _self_bound_busy(self, seconds: float) -> None:
         """Let SQLite's busy handler wait at most *seconds* (and at most its own setting)."""

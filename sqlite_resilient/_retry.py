@@ -32,7 +32,7 @@ import tenacity
 
 from ._errors import DatabaseLockedError, copy_sqlite_error_code, is_lock_error, is_transient
 from ._settings import DEFAULT_SETTINGS, _check_timeout
-from .instrumentation import LOCK_ERROR, LOCK_WAITED, RETRY_SCHEDULED, LockCounters, LockEvent, emit
+from .instrumentation import LOCK_ERROR, LOCK_WAITED, RETRY_SCHEDULED, WRITER_QUEUED, LockCounters, LockEvent, emit
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -171,6 +171,11 @@ def report_lock_error(
 ) -> None:
     """Report a lock error that propagates at once, since retrying it is unsafe."""
     _Report(what, started, budget, database, counters).done(error, surfaced=current_scope() is None)
+
+
+def report_queued(started: float, budget: float, database: str | None) -> None:
+    """Report a write transaction that waits at the write gate for another writer."""
+    _Report("BEGIN", started, budget, database, None).event(WRITER_QUEUED, None)
 
 
 def call_within_budget(

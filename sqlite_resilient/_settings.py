@@ -57,6 +57,11 @@ class Settings:
             control with ``BEGIN IMMEDIATE`` unless the caller chose ``isolation_level`` or
             ``autocommit``. Taking the write lock at the start is what makes waiting and
             retrying safe.
+        writer_queue: Queue the ``IMMEDIATE``/``EXCLUSIVE`` transactions that
+            :func:`db_transaction` begins on an advisory lock of the side file
+            ``<database>-writers``, so that the write lock passes to the next waiting writer
+            the moment it is released, instead of after SQLite's busy handler has slept.
+            Skipped where it cannot work (network filesystems, no side file can be opened).
         warn_on_fallback: Emit :class:`WALFallbackWarning` (once per database and reason in
             a process) when WAL cannot be used. The fallback is logged either way.
     """
@@ -65,6 +70,7 @@ class Settings:
     read_only_timeout: float = 5.0
     pragmas: Mapping[str, PragmaValue] = field(default_factory=lambda: DEFAULT_PRAGMAS, hash=False)
     begin_immediate: bool = True
+    writer_queue: bool = True
     warn_on_fallback: bool = True
 
     def __post_init__(self) -> None:

@@ -46,7 +46,7 @@ class Transaction(Generic[ConnectionT]):
     is still the block's own, not one that began after it ended inside the block.
     """
 
-    __slots__ = ("_began", "_connection", "_mode", "_proxy", "_raw", "_savepoint")
+    __slots__ = ("_began", "_connection", "_gated", "_mode", "_proxy", "_raw", "_savepoint")
 
     def __init__(self, connection: ConnectionT, mode: TransactionMode | None = None) -> None:
         if not isinstance(connection, sqlite3.Connection):
@@ -62,6 +62,7 @@ class Transaction(Generic[ConnectionT]):
         self._mode = mode.upper()
         self._savepoint = ""
         self._began = False
+        self._gated = False  # holds the write gate of the database (see Settings.writer_queue)
 
     def _owns_open_transaction(self) -> bool:
         """Under ``autocommit=False`` Python keeps a transaction open; one in which nothing
@@ -96,7 +97,7 @@ class Transaction(Generic[ConnectionT]):
             if proxy is None:
                 raw.execute(begin)
             else:
-                proxy._self_run(raw.execute, begin)
+                self._gated = proxy._self_begin(begin, write=self._mode != "DEFERRED")
                 proxy._self_fresh = False
         except BaseException:
             if pep249 and not raw.in_transaction:
@@ -106,10 +107,15 @@ class Transaction(Generic[ConnectionT]):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
-        if exc is None:
-            self._commit()
-        else:
-            self._undo(exc)
+        try:
+            if exc is None:
+                self._commit()
+            else:
+                self._undo(exc)
+        finally:
+            if self._gated and self._proxy is not None:
+                self._gated = False
+                self._proxy._self_leave_gate()
         return False
 
     def _commit(self) -> None:

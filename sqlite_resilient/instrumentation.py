@@ -15,6 +15,9 @@ Event names:
     A lock error will be retried after ``wait`` seconds of backoff.
 ``sqlite_resilient.lock_waited``
     An operation that met a lock succeeded after ``attempt`` attempts and ``waited`` seconds.
+``sqlite_resilient.writer_queued``
+    A write transaction waits for the writer ahead of it (see ``Settings.writer_queue``)
+    before its ``BEGIN``; the wait counts in :class:`LockStats`.
 ``sqlite_resilient.lock_error``
     A lock error reaches the caller: the budget is spent (the error is a
     :class:`~sqlite_resilient.DatabaseLockedError`), or retrying was unsafe (inside a
@@ -52,6 +55,7 @@ logger = logging.getLogger("sqlite_resilient")
 RETRY_SCHEDULED = "sqlite_resilient.retry_scheduled"
 LOCK_WAITED = "sqlite_resilient.lock_waited"
 LOCK_ERROR = "sqlite_resilient.lock_error"
+WRITER_QUEUED = "sqlite_resilient.writer_queued"
 WAL_FALLBACK = "sqlite_resilient.wal_fallback"
 
 _DATACLASS_OPTIONS: dict[str, Any] = {"kw_only": True, "slots": True} if sys.version_info >= (3, 10) else {}
@@ -63,7 +67,8 @@ class LockEvent:
     function decorated with :func:`~sqlite_resilient.retry_on_lock`.
 
     Attributes:
-        name: ``sqlite_resilient.retry_scheduled``, ``.lock_waited`` or ``.lock_error``.
+        name: ``sqlite_resilient.retry_scheduled``, ``.lock_waited``, ``.writer_queued`` or
+            ``.lock_error``.
         operation: ``"execute"``, ``"executemany"``, ``"commit"``, ``"connection set-up"``,
             or the qualified name of a decorated function.
         database: The database file of the connection that met the lock, if known.
@@ -72,7 +77,7 @@ class LockEvent:
         wait: Seconds of backoff before the next attempt (``retry_scheduled``), else 0.
         budget: The operation's lock-wait budget in seconds.
         error: The lock error (for ``lock_error``, the exception the caller gets), or
-            ``None`` for ``lock_waited``.
+            ``None`` for ``lock_waited`` and ``writer_queued``.
     """
 
     name: str

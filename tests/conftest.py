@@ -121,16 +121,18 @@ def run_helper() -> RunHelper:
 
 
 class LockHolder:
-    """A helper process that holds a SQLite lock on a database until :meth:`release`.
+    """A helper process that holds a lock until :meth:`release`: a SQLite lock
+    (``hold-lock DB MODE``: plain :mod:`sqlite3`, ``BEGIN <mode>``) or a ``flock``
+    (``hold-flock PATH``).
 
-    It opens the database with plain :mod:`sqlite3`, runs ``BEGIN <mode>`` and writes one
-    line to its stdout; :meth:`start` returns only after reading that line, so the lock is
-    held from then on. :meth:`release` makes it ``COMMIT`` and waits for it to exit.
+    The helper writes one line to its stdout once it holds the lock; :meth:`wait_locked`
+    returns only after reading it. :meth:`release` makes it let go (``COMMIT``) and waits
+    for it to exit.
     """
 
-    def __init__(self, database: Path, mode: str) -> None:
+    def __init__(self, *command: str) -> None:
         self.process = subprocess.Popen(
-            helper_command("hold-lock", str(database), mode),
+            helper_command(*command),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -176,7 +178,28 @@ def lock_holder() -> Iterator[StartLockHolder]:
     started: list[LockHolder] = []
 
     def start(database: Path, mode: str = "EXCLUSIVE") -> LockHolder:
-        holder = LockHolder(database, mode)
+        holder = LockHolder("hold-lock", str(database), mode)
+        started.append(holder)
+        holder.wait_locked()
+        return holder
+
+    try:
+        yield start
+    finally:
+        for holder in started:
+            holder.stop()
+
+
+@pytest.fixture
+def flock_holder() -> Iterator[Callable[[Path], LockHolder]]:
+    """Start a helper process that holds an exclusive ``flock`` on a file: ``flock_holder(path)``.
+
+    Returns once the lock is held; ``.release()`` lets it go. Stopped at teardown.
+    """
+    started: list[LockHolder] = []
+
+    def start(path: Path) -> LockHolder:
+        holder = LockHolder("hold-flock", str(path))
         started.append(holder)
         holder.wait_locked()
         return holder

@@ -6,6 +6,10 @@ Commands:
     Open *DB* with plain :mod:`sqlite3`, ``BEGIN MODE`` (``EXCLUSIVE``, ``IMMEDIATE``),
     print ``locked``, wait for a line (or EOF) on stdin, ``COMMIT``, print ``released``.
 
+``hold-flock PATH``
+    Take an exclusive ``flock(2)`` on *PATH* (created if missing), print ``locked``, wait for
+    a line (or EOF) on stdin, release it and print ``released``.
+
 ``crash-mid-write DB``
     Start a large UPDATE of table ``t`` in *DB* with a tiny page cache, so that changed
     pages reach the database file, and die before COMMIT: a hot ``-journal`` is left.
@@ -62,6 +66,22 @@ def hold_lock(database: str, mode: str) -> int:
         conn.execute("COMMIT")
     finally:
         conn.close()
+    print("released", flush=True)
+    return 0
+
+
+def hold_flock(path: str) -> int:
+    """Hold an exclusive ``flock`` on *path* until stdin says so."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("locked", flush=True)
+        sys.stdin.readline()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
     print("released", flush=True)
     return 0
 
@@ -250,6 +270,8 @@ def main(argv: list[str]) -> int:
     command, *args = argv
     if command == "hold-lock":
         return hold_lock(args[0], args[1])
+    if command == "hold-flock":
+        return hold_flock(args[0])
     if command == "crash-mid-write":
         return crash_mid_write(args[0])
     if command == "probe-journal":

@@ -1,0 +1,194 @@
+"""The write gate: the library's write transactions queue on a ``flock`` of ``<db>-writers``.
+
+Its purpose, fair and prompt hand-off of the write lock, is measured by
+``benchmarks/contention.py``; these tests prove what it must never break: transactions wait
+for it and go on when it is released, a gate held too long never outlasts the budget
+(SQLite's lock decides then), and databases where it cannot exist work without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from conftest import LockHolder
+
+import sqlite_resilient
+from sqlite_resilient import DEFAULT_SETTINGS, ResilientConnection, instrumentation
+
+GATE_THREAD = "sqlite_resilient write gate"
+WRITER_QUEUED = "sqlite_resilient.writer_queued"
+
+
+@pytest.fixture
+def events() -> Iterator[list[instrumentation.Event]]:
+    """Every event of the test (the default hooks are restored afterwards)."""
+    seen: list[instrumentation.Event] = []
+    instrumentation.set_hooks([seen.append])
+    try:
+        yield seen
+    finally:
+        instrumentation.set_hooks(None)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite_resilient.connect(path)) as conn:
+        conn.execute("CREATE TABLE t(x)")
+        conn.commit()
+    return path
+
+
+@pytest.fixture
+def connections() -> Iterator[Callable[..., ResilientConnection]]:
+    """Open connections that are closed at teardown."""
+    opened: list[ResilientConnection] = []
+
+    def open_connection(*args: Any, **kwargs: Any) -> ResilientConnection:
+        conn = sqlite_resilient.connect(*args, check_same_thread=False, **kwargs)
+        opened.append(conn)
+        return conn
+
+    try:
+        yield open_connection
+    finally:
+        for conn in opened:
+            conn.close()
+
+
+def gate_of(db: Path) -> Path:
+    return db.with_name(db.name + "-writers")
+
+
+def descriptors_of(path: Path) -> int:
+    """How many descriptors of this process are open on *path*."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return count
+
+
+def rows(db: Path) -> list[Any]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT x FROM t ORDER BY x").fetchall()
+
+
+def test_side_file_only_for_write_transactions(db: Path, connections: Callable[..., ResilientConnection]) -> None:
+    """The side file appears with the first IMMEDIATE transaction, not for read-only
+    connections, deferred transactions, or with ``writer_queue=False``."""
+    reader = connections(db, read_only=True)
+    with reader.transaction():
+        reader.execute("SELECT count(*) FROM t").fetchone()
+    unqueued = connections(db, settings=replace(DEFAULT_SETTINGS, writer_queue=False))
+    with unqueued.transaction():
+        unqueued.execute("INSERT INTO t VALUES (1)")
+    writer = connections(db)
+    with writer.transaction("deferred"):
+        writer.execute("INSERT INTO t VALUES (2)")
+    assert not gate_of(db).exists()
+    with writer.transaction():
+        writer.execute("INSERT INTO t VALUES (3)")
+    assert gate_of(db).exists()
+    assert rows(db) == [(1,), (2,), (3,)]
+
+
+def test_second_writer_queues_at_the_gate_and_goes_on(
+    db: Path, connections: Callable[..., ResilientConnection], events: list[instrumentation.Event]
+) -> None:
+    """While one connection's transaction holds the gate, another's queues *before* its
+    BEGIN (reported as ``writer_queued``, counted as a lock wait) and begins once the first
+    has committed."""
+    first, second = connections(db), connections(db)
+    statements: list[str] = []
+    first.set_trace_callback(lambda sql: statements.append(f"first: {sql}"))
+    second.set_trace_callback(lambda sql: statements.append(f"second: {sql}"))
+    queued = threading.Event()
+    instrumentation.set_hooks([events.append, lambda event: queued.set() if event.name == WRITER_QUEUED else None])
+    outcome: list[object] = []
+
+    def write() -> None:
+        try:
+            with second.transaction():
+                second.execute("INSERT INTO t VALUES (2)")
+            outcome.append("committed")
+        except BaseException as error:  # handed to the test thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=write)
+    with first.transaction():
+        first.execute("INSERT INTO t VALUES (1)")
+        thread.start()
+        assert queued.wait(10), outcome
+    thread.join(20)
+    assert outcome == ["committed"]
+    assert statements.index("second: BEGIN IMMEDIATE") > statements.index("first: COMMIT")
+    assert rows(db) == [(1,), (2,)]
+    (event,) = [event for event in events if event.name == WRITER_QUEUED]
+    assert isinstance(event, instrumentation.LockEvent)
+    assert (event.operation, event.database) == ("BEGIN", str(db))
+    stats = second.lock_stats
+    assert (stats.waits, stats.retries, stats.surfaced) == (1, 0, 0)
+    assert first.lock_stats.waits == 0
+
+
+def test_gate_held_past_the_budget_leaves_it_to_sqlite(
+    db: Path, connections: Callable[..., ResilientConnection], flock_holder: Callable[[Path], LockHolder]
+) -> None:
+    """A gate held by a process that does not hold SQLite's lock (stuck, or not a writer)
+    delays a transaction by at most its budget; then SQLite's lock decides and, being free,
+    lets it commit. The abandoned wait leaks no descriptor once the gate is released."""
+    holder = flock_holder(gate_of(db))
+    conn = connections(db, timeout=0.3)
+    with conn.transaction():
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert rows(db) == [(1,)]
+    holder.release()
+    for thread in threading.enumerate():
+        if thread.name == GATE_THREAD:
+            thread.join(20)
+            assert not thread.is_alive()
+    with conn.transaction():  # and the gate works again
+        conn.execute("INSERT INTO t VALUES (2)")
+    assert rows(db) == [(1,), (2,)]
+    if os.path.isdir("/proc/self/fd"):  # one descriptor of the gate is open: the abandoned one was closed
+        assert descriptors_of(gate_of(db)) == 1
+
+
+def test_no_gate_where_the_side_file_cannot_be_opened(
+    db: Path, connections: Callable[..., ResilientConnection]
+) -> None:
+    """Where ``<db>-writers`` cannot be opened (here a directory is in the way), writers go
+    without the gate; transactions work as before."""
+    gate_of(db).mkdir()
+    conn = connections(db)
+    with conn.transaction():
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert rows(db) == [(1,)]
+    assert gate_of(db).is_dir()
+
+
+def test_gate_is_released_when_begin_fails(
+    db: Path, connections: Callable[..., ResilientConnection], lock_holder: Callable[[Path, str], LockHolder]
+) -> None:
+    """A BEGIN that cannot get SQLite's lock within the budget releases the gate: the next
+    writer is not blocked by a transaction that never began."""
+    holder = lock_holder(db, "IMMEDIATE")
+    failing = connections(db, timeout=0.2)
+    with pytest.raises(sqlite_resilient.DatabaseLockedError), failing.transaction():
+        pass  # pragma: no cover - never entered
+    holder.release()
+    other = connections(db, timeout=5)
+    thread_started = threading.active_count()
+    with other.transaction():
+        other.execute("INSERT INTO t VALUES (1)")
+    assert threading.active_count() == thread_started  # taken at once: no waiter thread
+    assert rows(db) == [(1,)]
