@@ -301,7 +301,7 @@ class Participant(Protocol):
     def _self_set_busy(self, milliseconds: int) -> None: ...
 
 
-def _is_pep249(raw: sqlite3.Connection) -> bool:
+def is_pep249(raw: sqlite3.Connection) -> bool:
     """Whether *raw* runs with ``autocommit=False`` (Python 3.12+): a transaction is
     always open, so "in a transaction" says nothing of pending work."""
     return getattr(raw, "autocommit", None) is False
@@ -311,7 +311,7 @@ def rollback(raw: sqlite3.Connection, proxy: Participant | None) -> None:
     """Roll back the transaction of *raw* if one is open, in every transaction mode."""
     if not raw.in_transaction:
         return
-    if _is_pep249(raw):
+    if is_pep249(raw):
         raw.rollback()  # and Python opens the next transaction, as that mode wants
         if proxy is not None:
             proxy._self_fresh = True
@@ -338,7 +338,7 @@ class Scope:
         """Note that the attempt uses *raw* (wrapped by *proxy*), and keep SQLite's busy
         handler of *proxy* within what is left of the budget."""
         if id(raw) not in self.seen:
-            outer = raw.in_transaction and not (proxy is not None and proxy._self_fresh and _is_pep249(raw))
+            outer = raw.in_transaction and not (proxy is not None and proxy._self_fresh and is_pep249(raw))
             self.seen[id(raw)] = (raw, proxy, outer)
         if proxy is not None:
             left_ms = int((self.deadline - time.monotonic()) * 1000)

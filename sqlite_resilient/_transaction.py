@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from ._errors import ConfigurationError, TransactionEndedError
-from ._retry import current_scope, rollback
+from ._retry import current_scope, is_pep249, rollback
 
 if TYPE_CHECKING:
     from ._connection import ResilientConnection
@@ -28,10 +28,6 @@ MODES: tuple[str, ...] = ("deferred", "immediate", "exclusive")
 ConnectionT = TypeVar("ConnectionT", bound=sqlite3.Connection)
 
 _savepoint_ids = itertools.count(1)
-
-
-def _is_pep249(raw: sqlite3.Connection) -> bool:
-    return getattr(raw, "autocommit", None) is False
 
 
 def _no_such_savepoint(error: sqlite3.Error) -> bool:
@@ -68,7 +64,7 @@ class Transaction(Generic[ConnectionT]):
         """Under ``autocommit=False`` Python keeps a transaction open; one in which nothing
         ran since it was opened (the proxy knows) is not anybody's work yet."""
         proxy = self._proxy
-        return proxy is not None and proxy._self_fresh and _is_pep249(self._raw)
+        return proxy is not None and proxy._self_fresh and is_pep249(self._raw)
 
     def __enter__(self) -> ConnectionT:
         raw, proxy = self._raw, self._proxy
@@ -139,7 +135,7 @@ class Transaction(Generic[ConnectionT]):
         try:
             if proxy is None:
                 raw.execute("COMMIT")
-            elif _is_pep249(raw):
+            elif is_pep249(raw):
                 proxy.commit()
             else:
                 proxy._self_finish(lambda: raw.execute("COMMIT"))
@@ -154,7 +150,7 @@ class Transaction(Generic[ConnectionT]):
             if self._began:
                 if raw.in_transaction:
                     rollback(raw, self._proxy)
-                elif _is_pep249(raw):
+                elif is_pep249(raw):
                     raw.execute("BEGIN")  # autocommit=False keeps a transaction open
             elif self._savepoint:
                 raw.execute(f'ROLLBACK TO "{self._savepoint}"')

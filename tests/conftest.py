@@ -7,6 +7,7 @@ tests that need them are skipped otherwise) and helper processes run ``tests/hel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 import pytest
 
@@ -169,25 +170,36 @@ class LockHolder:
 StartLockHolder = Callable[[Path, str], LockHolder]
 
 
+@contextlib.contextmanager
+def _holders() -> Iterator[Callable[..., LockHolder]]:
+    """Start lock-holding helpers (``hold(*command)``), each stopped at the end."""
+    started: list[LockHolder] = []
+
+    def hold(*command: str) -> LockHolder:
+        holder = LockHolder(*command)
+        started.append(holder)
+        holder.wait_locked()
+        return holder
+
+    try:
+        yield hold
+    finally:
+        for holder in started:
+            holder.stop()
+
+
 @pytest.fixture
 def lock_holder() -> Iterator[StartLockHolder]:
     """Start helper processes that hold a lock: ``lock_holder(db_path, "EXCLUSIVE")``.
 
     Returns once the lock is held. Every helper is stopped at teardown.
     """
-    started: list[LockHolder] = []
+    with _holders() as hold:
 
-    def start(database: Path, mode: str = "EXCLUSIVE") -> LockHolder:
-        holder = LockHolder("hold-lock", str(database), mode)
-        started.append(holder)
-        holder.wait_locked()
-        return holder
+        def start(database: Path, mode: str = "EXCLUSIVE") -> LockHolder:
+            return hold("hold-lock", str(database), mode)
 
-    try:
         yield start
-    finally:
-        for holder in started:
-            holder.stop()
 
 
 @pytest.fixture
@@ -196,16 +208,19 @@ def flock_holder() -> Iterator[Callable[[Path], LockHolder]]:
 
     Returns once the lock is held; ``.release()`` lets it go. Stopped at teardown.
     """
-    started: list[LockHolder] = []
+    with _holders() as hold:
+        yield lambda path: hold("hold-flock", str(path))
 
-    def start(path: Path) -> LockHolder:
-        holder = LockHolder("hold-flock", str(path))
-        started.append(holder)
-        holder.wait_locked()
-        return holder
 
+@pytest.fixture
+def events() -> Iterator[list[Any]]:
+    """Every event handed to the library's hooks during the test, in order (the default
+    hooks are restored afterwards)."""
+    from sqlite_resilient import instrumentation
+
+    seen: list[Any] = []
+    instrumentation.set_hooks([seen.append])
     try:
-        yield start
+        yield seen
     finally:
-        for holder in started:
-            holder.stop()
+        instrumentation.set_hooks(None)

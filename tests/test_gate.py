@@ -28,17 +28,6 @@ WRITER_QUEUED = "sqlite_resilient.writer_queued"
 
 
 @pytest.fixture
-def events() -> Iterator[list[instrumentation.Event]]:
-    """Every event of the test (the default hooks are restored afterwards)."""
-    seen: list[instrumentation.Event] = []
-    instrumentation.set_hooks([seen.append])
-    try:
-        yield seen
-    finally:
-        instrumentation.set_hooks(None)
-
-
-@pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "app.db"
     with contextlib.closing(sqlite_resilient.connect(path)) as conn:

@@ -26,17 +26,6 @@ LOCK_ERROR = "sqlite_resilient.lock_error"
 
 
 @pytest.fixture
-def events() -> Iterator[list[instrumentation.Event]]:
-    """Every event of the test, in order (the default hooks are restored afterwards)."""
-    seen: list[instrumentation.Event] = []
-    instrumentation.set_hooks([seen.append])
-    try:
-        yield seen
-    finally:
-        instrumentation.set_hooks(None)
-
-
-@pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "app.db"
     with closing(sqlite_resilient.connect(path)) as conn:
