@@ -80,6 +80,7 @@ class Transaction(Generic[ConnectionT]):
         except BaseException as error:
             if self._began:
                 self._undo(error)
+            self._leave_gate()
             raise
         return self._connection
 
@@ -109,10 +110,13 @@ class Transaction(Generic[ConnectionT]):
             else:
                 self._undo(exc)
         finally:
-            if self._gated and self._proxy is not None:
-                self._gated = False
-                self._proxy._self_leave_gate()
+            self._leave_gate()
         return False
+
+    def _leave_gate(self) -> None:
+        if self._gated and self._proxy is not None:
+            self._gated = False
+            self._proxy._self_leave_gate()
 
     def _commit(self) -> None:
         raw, proxy = self._raw, self._proxy
