@@ -40,6 +40,7 @@ from ._pragmas import PRAGMAS, PragmaValue, validate_all
 from ._retry import (
     BUSY_SLACK_MS,
     Scope,
+    busy_milliseconds,
     call_within_budget,
     current_scope,
     report_lock_error,
@@ -376,7 +377,7 @@ class ResilientConnection(_ConnectionProxy):
 
     def _self_bound_busy(self, seconds: float) -> None:
         """Let SQLite's busy handler wait at most *seconds* (and at most its own setting)."""
-        self._self_set_busy(int(min(max(seconds, 0.0) * 1000, self._self_busy_ms)))
+        self._self_set_busy(busy_milliseconds(seconds, self._self_busy_ms))
 
     def _self_set_busy(self, milliseconds: int) -> None:
         if milliseconds != self._self_busy_now:
@@ -750,7 +751,7 @@ def _apply_pragmas(raw: sqlite3.Connection, wanted: dict[str, PragmaValue], setu
     busy_ms = int(min(setup.timeout * 1000, _MAX_BUSY_MS))
 
     def bound_busy_handler(left: float) -> None:
-        raw.execute(f"PRAGMA busy_timeout = {int(min(max(left, 0.0) * 1000, busy_ms))}")
+        raw.execute(f"PRAGMA busy_timeout = {busy_milliseconds(left, busy_ms)}")
 
     def first_value(sql: str) -> Any:
         row = raw.execute(sql).fetchone()

@@ -66,6 +66,11 @@ BUSY_SLACK_MS = 20
 _testing = False
 
 
+def busy_milliseconds(seconds: float, cap: int) -> int:
+    """SQLite's ``busy_timeout`` for a wait of at most *seconds*, and at most *cap* ms."""
+    return int(min(max(seconds, 0.0) * 1000, cap))
+
+
 def set_testing(testing: bool) -> None:
     """Remove (``True``) or restore (``False``) the backoff waits between attempts.
 
