@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -104,6 +105,22 @@ def shared_dir() -> Iterator[Path]:
 def helper_command(*args: str) -> list[str]:
     """The command line that runs ``tests/helpers.py`` with *args* in this interpreter."""
     return [sys.executable, str(HELPERS), *args]
+
+
+def run_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``call()`` in a started thread; the list gets its result or the exception it
+    raised (handed to the test thread, which asserts on it)."""
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:  # handed to the test thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
 
 
 RunHelper = Callable[..., "subprocess.CompletedProcess[str]"]

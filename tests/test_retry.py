@@ -18,14 +18,13 @@ import re
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, TypeVar
 
 import pytest
-from conftest import HELPER_TIMEOUT, StartLockHolder, helper_command
+from conftest import HELPER_TIMEOUT, StartLockHolder, helper_command, run_in_thread
 
 import sqlite_resilient
 from sqlite_resilient import (
@@ -855,18 +854,12 @@ def test_threads_have_their_own_retry_scope(db: Path, close_later: CloseLater[Re
         return bump_counter(conn, db, interfere=calls == 1)
 
     @retry_on_lock
-    def run_in_thread() -> None:
-        def target() -> None:
-            try:
-                outcome.append(bump())
-            except BaseException as error:  # handed to the test thread
-                outcome.append(error)
-
-        thread = threading.Thread(target=target)
-        thread.start()
+    def bump_in_another_thread() -> None:
+        thread, results = run_in_thread(bump)
         thread.join(20)
         assert not thread.is_alive()
+        outcome.extend(results)
 
-    run_in_thread()
+    bump_in_another_thread()
     assert outcome == [101]
     assert calls == 2

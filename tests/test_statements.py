@@ -10,10 +10,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
-from conftest import StartLockHolder
+from conftest import StartLockHolder, run_in_thread
 
 import sqlite_resilient
 from sqlite_resilient import DatabaseLockedError, ResilientConnection, is_lock_error
@@ -35,20 +35,13 @@ def rows(path: Path) -> list[Any]:
     return sqlite3.connect(path).execute("SELECT x FROM t ORDER BY x").fetchall()
 
 
-def run_in_thread(conn: ResilientConnection, call: Any) -> tuple[threading.Thread, threading.Event, list[Any]]:
+def run_in_thread_traced(
+    conn: ResilientConnection, call: Callable[[], object]
+) -> tuple[threading.Thread, threading.Event, list[object]]:
     """Run ``call()`` in a thread; the event is set once the connection started a statement."""
     started = threading.Event()
-    outcome: list[Any] = []
     conn.set_trace_callback(lambda _sql: started.set())
-
-    def target() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as error:  # handed to the test thread
-            outcome.append(error)
-
-    thread = threading.Thread(target=target)
-    thread.start()
+    thread, outcome = run_in_thread(call)
     return thread, started, outcome
 
 
@@ -65,7 +58,7 @@ def test_insert_waits_for_a_lock_released_mid_wait(
         conn.execute("INSERT INTO t VALUES (1)")
         conn.commit()
 
-    thread, started, outcome = run_in_thread(conn, insert)
+    thread, started, outcome = run_in_thread_traced(conn, insert)
     assert started.wait(10)
     holder.release()
     thread.join(20)
@@ -130,7 +123,7 @@ def test_commit_meeting_a_reader_is_retried_with_the_transaction_kept(
     conn.execute("INSERT INTO t VALUES (1)")
     reader = lock_holder(db, "DEFERRED")  # holds SHARED: the COMMIT cannot take EXCLUSIVE
 
-    thread, started, outcome = run_in_thread(conn, conn.commit)
+    thread, started, outcome = run_in_thread_traced(conn, conn.commit)
     assert started.wait(10)
     reader.release()
     thread.join(20)
@@ -147,7 +140,7 @@ def test_executemany_with_a_list_is_retried(db: Path, lock_holder: StartLockHold
         conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), (3,)])
         conn.commit()
 
-    thread, started, outcome = run_in_thread(conn, insert)
+    thread, started, outcome = run_in_thread_traced(conn, insert)
     assert started.wait(10)
     holder.release()
     thread.join(20)

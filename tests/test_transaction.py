@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import StartLockHolder
+from conftest import StartLockHolder, run_in_thread
 
 import sqlite_resilient
 from sqlite_resilient import (
@@ -156,21 +156,6 @@ def traced(conn: sqlite3.Connection) -> list[str]:
 def in_transaction_after_block(kwargs: dict[str, Any]) -> bool:
     """Under ``autocommit=False`` Python keeps a transaction open at all times."""
     return kwargs.get("autocommit") is False
-
-
-def run_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    """Run ``call()`` in a thread; the list gets its result or the exception it raised."""
-    outcome: list[object] = []
-
-    def target() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as error:  # handed to the test thread
-            outcome.append(error)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, outcome
 
 
 # -- 1. commit / rollback in every transaction-control mode --------------------------------
