@@ -1,103 +1,178 @@
 """Proxy overhead: sqlite_resilient against raw sqlite3, same process, same run.
 
-    python benchmarks/overhead.py [--repeat N]
+    python benchmarks/overhead.py [--rounds N] [--json PATH] [--plot PATH]
 
-Each operation runs on a fresh WAL database with the same pragmas for both sides (so only
-the proxy differs), best of ``--repeat`` timings, and a table of microseconds per operation
-and the ratio is printed. ``connect()`` is measured with each side's own set-up.
+Both sides work on their own WAL database file with the same pragmas (so only the library
+differs). Each operation runs in rounds that alternate between the two sides (the order
+flips every round), so drifting machine load hits both alike; the table shows the best
+round of each side in microseconds per operation and their ratio.
+
+``connect()`` is measured with each side's own set-up: raw ``sqlite3.connect`` followed by
+the same pragmas as a script, against ``sqlite_resilient.connect``. "per-request" is what a
+web API that opens a connection per request pays: connect, one small query, close, while
+another connection keeps the database open (as a running application does).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import importlib
+import json
+import platform
 import sqlite3
+import sys
 import tempfile
 import timeit
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import sqlite_resilient
 
-Operation = Callable[[sqlite3.Connection], object]
-PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-64000; PRAGMA foreign_keys=ON;"
-
-
-def prepare(conn: sqlite3.Connection) -> None:
-    """A table of 100 rows, the same for both sides before each operation."""
-    conn.executescript("CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, name TEXT); DELETE FROM items;")
-    conn.executemany("INSERT INTO items(name) VALUES (?)", [(f"item {i}",) for i in range(100)])
-    conn.commit()
-
-
-def select_one(conn: sqlite3.Connection) -> object:
-    return conn.execute("SELECT 1").fetchone()
-
-
-def fetch_100(conn: sqlite3.Connection) -> object:
-    return conn.execute("SELECT id, name FROM items LIMIT 100").fetchall()
-
-
-def insert_transaction(conn: sqlite3.Connection) -> object:
-    conn.execute("INSERT INTO items(name) VALUES (?)", ("new",))
-    conn.commit()
-    return None
-
-
+PRAGMAS = (
+    "PRAGMA busy_timeout=30000; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+    "PRAGMA cache_size=-64000; PRAGMA foreign_keys=ON; PRAGMA journal_size_limit=67108864;"
+)
 ROWS = [(f"bulk {i}",) for i in range(10_000)]
 
 
-def executemany_10k(conn: sqlite3.Connection) -> object:
-    conn.executemany("INSERT INTO items(name) VALUES (?)", ROWS)
-    conn.commit()
-    return None
+@dataclass
+class Result:
+    operation: str
+    raw_us: float
+    resilient_us: float
+
+    @property
+    def ratio(self) -> float:
+        return self.resilient_us / self.raw_us
 
 
-OPERATIONS: dict[str, tuple[Operation, int]] = {
-    "execute('SELECT 1')": (select_one, 20_000),
-    "100-row fetch": (fetch_100, 5_000),
-    "one-row insert transaction": (insert_transaction, 2_000),
-    "executemany 10 000 rows": (executemany_10k, 5),
-}
+class Side:
+    """One side of the comparison: a database file and how to connect to it."""
+
+    def __init__(self, path: Path, connect: Callable[[Path], sqlite3.Connection]) -> None:
+        self.path = path
+        self.connect = connect
+        self.conn = connect(path)
+        self.conn.executescript(
+            "CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, name TEXT); DELETE FROM items;"
+        )
+        self.conn.executemany("INSERT INTO items(name) VALUES (?)", [(f"item {i}",) for i in range(100)])
+        self.conn.commit()
+
+    def reset(self) -> None:
+        """Back to 100 rows, so every round of every operation starts alike."""
+        self.conn.execute("DELETE FROM items WHERE id > 100")
+        self.conn.commit()
+
+    def operations(self) -> dict[str, tuple[Callable[[], object], int]]:
+        """Each measured operation and how many calls make one round."""
+        conn, path, connect = self.conn, self.path, self.connect
+
+        def select_one() -> object:
+            return conn.execute("SELECT 1").fetchone()
+
+        def fetch_100() -> object:
+            return conn.execute("SELECT id, name FROM items LIMIT 100").fetchall()
+
+        def insert_transaction() -> None:
+            conn.execute("INSERT INTO items(name) VALUES (?)", ("new",))
+            conn.commit()
+
+        def executemany_10k() -> None:
+            conn.executemany("INSERT INTO items(name) VALUES (?)", ROWS)
+            conn.commit()
+
+        def connect_only() -> None:
+            connect(path).close()
+
+        def per_request() -> None:
+            request = connect(path)
+            request.execute("SELECT count(*) FROM items").fetchone()
+            request.close()
+
+        return {
+            "execute('SELECT 1')": (select_one, 20_000),
+            "100-row fetch": (fetch_100, 2_000),
+            "one-row insert transaction": (insert_transaction, 1_000),
+            "executemany 10 000 rows": (executemany_10k, 3),
+            "connect() with set-up": (connect_only, 200),
+            "per-request connect+query+close": (per_request, 200),
+        }
 
 
-def best(statement: Callable[[], object], number: int, repeat: int) -> float:
-    """Best time per call in microseconds."""
-    return min(timeit.repeat(statement, number=number, repeat=repeat)) / number * 1e6
+def raw_connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level="IMMEDIATE")
+    conn.executescript(PRAGMAS)
+    return conn
+
+
+def resilient_connect(path: Path) -> sqlite3.Connection:
+    return sqlite_resilient.connect(path)
+
+
+def measure(rounds: int, directory: Path) -> list[Result]:
+    raw = Side(directory / "raw.db", raw_connect)
+    ours = Side(directory / "resilient.db", resilient_connect)
+    results = []
+    for name, (raw_call, number) in raw.operations().items():
+        ours_call, _ = ours.operations()[name]
+        best = {"raw": float("inf"), "ours": float("inf")}
+        for round_number in range(rounds):
+            order = [("raw", raw, raw_call), ("ours", ours, ours_call)]
+            for side_name, side, call in order if round_number % 2 == 0 else reversed(order):
+                side.reset()
+                seconds = timeit.timeit(call, number=number)
+                best[side_name] = min(best[side_name], seconds / number * 1e6)
+        results.append(Result(name, best["raw"], best["ours"]))
+    raw.conn.close()
+    ours.conn.close()
+    return results
+
+
+def print_table(results: list[Result]) -> None:
+    print(f"{'operation':<32} {'sqlite3 µs':>12} {'resilient µs':>13} {'ratio':>7}")
+    print(f"{'-' * 32} {'-' * 12} {'-' * 13} {'-' * 7}")
+    for result in results:
+        print(f"{result.operation:<32} {result.raw_us:>12.2f} {result.resilient_us:>13.2f} {result.ratio:>6.2f}x")
+
+
+def plot(results: list[Result], path: Path) -> None:
+    """A bar chart of the ratios (needs matplotlib: the ``bench`` extra)."""
+    matplotlib: Any = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    names = [result.operation for result in results]
+    ax.barh(names, [result.ratio for result in results], color="#4c72b0")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("time relative to raw sqlite3 (1.0 = same)")
+    ax.set_title("sqlite_resilient overhead, best round of each side")
+    for index, result in enumerate(results):
+        ax.text(result.ratio, index, f" {result.ratio:.2f}x", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5, help="timings per operation; the best is kept")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds per operation; the best is kept")
+    parser.add_argument("--json", type=Path, help="write the numbers to this JSON file")
+    parser.add_argument("--plot", type=Path, help="write a PNG bar chart here (needs matplotlib)")
     args = parser.parse_args(argv)
-    results: list[tuple[str, float, float]] = []
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install 'sqlite_resilient[bench]'")
     with tempfile.TemporaryDirectory() as directory:
-        raw_path, ours_path = Path(directory) / "raw.db", Path(directory) / "ours.db"
-        raw = sqlite3.connect(raw_path, isolation_level="IMMEDIATE")
-        raw.executescript(PRAGMAS)
-        ours = sqlite_resilient.connect(ours_path)
-        for name, (operation, number) in OPERATIONS.items():
-            timings = []
-            for conn in (raw, ours):
-                prepare(conn)
-                timings.append(best(functools.partial(operation, conn), number, args.repeat))
-            results.append((name, timings[0], timings[1]))
-
-        def connect_raw() -> None:
-            conn = sqlite3.connect(raw_path, isolation_level="IMMEDIATE")
-            conn.executescript(PRAGMAS)
-            conn.close()
-
-        def connect_ours() -> None:
-            sqlite_resilient.connect(ours_path).close()
-
-        results.append(
-            ("connect() with set-up", best(connect_raw, 200, args.repeat), best(connect_ours, 200, args.repeat))
-        )
-    print(f"{'operation':<28} {'sqlite3 µs':>12} {'resilient µs':>13} {'ratio':>7}")
-    print(f"{'-' * 28} {'-' * 12} {'-' * 13} {'-' * 7}")
-    for name, raw_us, ours_us in results:
-        print(f"{name:<28} {raw_us:>12.2f} {ours_us:>13.2f} {ours_us / raw_us:>6.2f}x")
+        results = measure(args.rounds, Path(directory))
+    print_table(results)
+    if args.json is not None:
+        machine = {"python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version, "platform": platform.platform()}
+        report = {"machine": machine, "rounds": args.rounds, "results": [asdict(result) for result in results]}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot is not None:
+        plot(results, args.plot)
 
 
 if __name__ == "__main__":

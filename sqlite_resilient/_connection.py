@@ -1,15 +1,16 @@
-"""``connect()`` and the ``ResilientConnection``/``ResilientCursor`` proxies.
+"""``connect()``, the ``ResilientConnection`` proxy and its ``ResilientCursor``.
 
 A :class:`ResilientConnection` is a :class:`wrapt.BaseObjectProxy` around a real
 :class:`sqlite3.Connection`: every attribute and method of the real connection works, and
 ``isinstance(conn, sqlite3.Connection)`` holds. It adds what :func:`connect` set up (WAL or
 the reason for a rollback journal, validated pragmas read back from SQLite) and routes every
-statement through one place, :meth:`ResilientConnection._self_run`, which waits for locks
-where that is safe.
+statement through one place, :func:`_run_statement`, which waits for locks where that is
+safe.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import sys
@@ -40,6 +41,7 @@ from ._pragmas import PRAGMAS, PragmaValue, validate_all
 from ._retry import (
     BUSY_SLACK_MS,
     Scope,
+    _current,
     busy_milliseconds,
     call_within_budget,
     current_scope,
@@ -58,65 +60,87 @@ T = TypeVar("T")
 CursorT = TypeVar("CursorT", bound=sqlite3.Cursor)
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     # Type checkers see the proxies as what they stand for at run time (isinstance holds).
 
     class _ConnectionProxy(sqlite3.Connection):
         __wrapped__: sqlite3.Connection
 
         def __init__(self, wrapped: sqlite3.Connection) -> None: ...
-
-    class _CursorProxy(sqlite3.Cursor):
-        __wrapped__: sqlite3.Cursor
-
-        def __init__(self, wrapped: sqlite3.Cursor) -> None: ...
-
 else:
-    _ConnectionProxy = _CursorProxy = wrapt.BaseObjectProxy
+    _ConnectionProxy = wrapt.BaseObjectProxy
 
 SQLITE_CANTOPEN = 14
 _MAX_BUSY_MS = 2**31 - 1
 _UNSET: Any = object()
 
 
-class ResilientCursor(_CursorProxy):
-    """A :class:`sqlite3.Cursor` whose statements get the lock handling of its connection."""
+class ResilientCursor(sqlite3.Cursor):
+    """A :class:`sqlite3.Cursor` whose statements get the lock handling of its connection.
 
-    def __init__(self, cursor: sqlite3.Cursor, connection: ResilientConnection) -> None:
-        super().__init__(cursor)
-        self._self_connection = connection
+    Made by :meth:`ResilientConnection.cursor` and :meth:`ResilientConnection.execute`; a
+    real cursor of the wrapped connection (fetching rows costs what it costs in
+    :mod:`sqlite3`), whose :attr:`connection` is the :class:`ResilientConnection`.
+    """
+
+    __slots__ = ("_resilient",)
+    _resilient: ResilientConnection
 
     @property
     def connection(self) -> ResilientConnection:
         """The :class:`ResilientConnection` this cursor belongs to."""
-        return self._self_connection
+        return self._resilient
 
-    def execute(self, sql: str, parameters: Any = (), /) -> ResilientCursor:
+    def execute(self, sql: str, parameters: Any = (), /) -> Self:
         """Execute one statement (see :meth:`ResilientConnection.execute`)."""
-        self._self_connection._self_run(self.__wrapped__.execute, sql, parameters)
+        proxy = self._resilient
+        _run_statement(proxy, proxy.__wrapped__, self, sql, parameters)
         return self
 
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> ResilientCursor:
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> Self:
         """Execute a statement once per parameter set (see :meth:`ResilientConnection.executemany`)."""
-        self._self_connection._self_run_many(self.__wrapped__.executemany, sql, seq_of_parameters)
+        self._resilient._self_run_many(self, sql, seq_of_parameters)
         return self
 
-    def executescript(self, sql_script: str, /) -> ResilientCursor:
+    def executescript(self, sql_script: str, /) -> Self:
         """Execute a script (see :meth:`ResilientConnection.executescript`)."""
-        self._self_connection._self_check_fork()
-        self._self_connection._self_fresh = False
-        self.__wrapped__.executescript(sql_script)
+        self._resilient._self_check_fork()
+        self._resilient._self_fresh = False
+        _executescript(self, sql_script)
         return self
-
-    def __iter__(self) -> ResilientCursor:
-        return self
-
-    def __next__(self) -> Any:
-        return next(self.__wrapped__)
 
     def __reduce_ex__(self, protocol: object) -> NoReturn:
-        raise TypeError(f"cannot pickle {type(self.__wrapped__).__name__!r} object")
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     __reduce__ = __reduce_ex__  # type: ignore[assignment]
+
+
+_execute = sqlite3.Cursor.execute
+_executemany = sqlite3.Cursor.executemany
+_executescript = sqlite3.Cursor.executescript
+
+
+def _run_statement(
+    proxy: ResilientConnection, connection: sqlite3.Connection, cursor: sqlite3.Cursor, sql: str, parameters: Any
+) -> None:
+    """Run one statement of *proxy* on *cursor*: the common case (no transaction open, no
+    decorated call) straight through, everything else by :meth:`ResilientConnection._self_run`."""
+    if connection.in_transaction or _current.get() is not None:
+        proxy._self_run(cursor, sql, parameters)
+        return
+    started = time.monotonic()
+    try:
+        _execute(cursor, sql, parameters)
+    except sqlite3.OperationalError as error:
+        proxy._self_after_error(error, started, cursor, sql, parameters)
+
+
+@functools.lru_cache(maxsize=64)
+def _cursor_class(factory: type[sqlite3.Cursor]) -> type[ResilientCursor]:
+    """A subclass of the caller's cursor class whose statements go through the proxy
+    (theirs first, so their overrides still run, then :class:`ResilientCursor`'s)."""
+    return type(factory.__name__, (factory, ResilientCursor), {"__module__": factory.__module__, "__slots__": ()})
 
 
 @dataclass
@@ -215,34 +239,43 @@ class ResilientConnection(_ConnectionProxy):
         """Raise ``ForkedConnectionError`` in a forked child (the wrapped object raises)."""
         self.__wrapped__.in_transaction  # noqa: B018 - the attribute access is the check
 
-    def _self_run(self, method: Callable[..., T], *args: Any) -> T:
-        """Run one statement; on a lock error, retry it only if nothing was applied."""
+    def _self_run(self, cursor: sqlite3.Cursor, sql: str, parameters: Any) -> None:
+        """Run one statement inside a transaction or a decorated call (see
+        :func:`_run_statement` for the rest): inside a transaction a lock error propagates."""
         connection = self.__wrapped__
         scope = current_scope()
         if scope is not None:
             scope.touch(connection, self)
+        started = time.monotonic()
         if connection.in_transaction:
             self._self_fresh = False
-            started = time.monotonic()
             try:
-                return method(*args)
+                _execute(cursor, sql, parameters)
             except sqlite3.OperationalError as error:
                 if is_transient(error):
                     self._self_lock_error_in_transaction(error, started, scope)
                 raise
-        started = time.monotonic()
+            return
         try:
-            return method(*args)
+            _execute(cursor, sql, parameters)
         except sqlite3.OperationalError as error:
-            if not is_transient(error):
-                raise
-            if connection.in_transaction:
-                self._self_lock_error_in_transaction(error, started, scope)
-                raise
-            first = error
-        return self._self_retry(first, started, "execute", lambda: method(*args), lambda: not connection.in_transaction)
+            self._self_after_error(error, started, cursor, sql, parameters)
 
-    def _self_run_many(self, method: Callable[..., T], sql: str, seq_of_parameters: Iterable[Any]) -> T:
+    def _self_after_error(
+        self, error: sqlite3.OperationalError, started: float, cursor: sqlite3.Cursor, sql: str, parameters: Any
+    ) -> None:
+        """A statement begun outside a transaction failed: retry it while nothing was applied."""
+        connection = self.__wrapped__
+        if not is_transient(error):
+            raise error
+        if connection.in_transaction:
+            self._self_lock_error_in_transaction(error, started, current_scope())
+            raise error
+        self._self_retry(
+            error, started, "execute", lambda: _execute(cursor, sql, parameters), lambda: not connection.in_transaction
+        )
+
+    def _self_run_many(self, cursor: sqlite3.Cursor, sql: str, seq_of_parameters: Iterable[Any]) -> None:
         """Like :meth:`_self_run` for ``executemany``: retried only if no row was changed
         and the parameters can be iterated again (a list or tuple, not an iterator)."""
         connection = self.__wrapped__
@@ -254,7 +287,7 @@ class ResilientConnection(_ConnectionProxy):
         replayable = not connection.in_transaction and isinstance(seq_of_parameters, Sequence)
         self._self_fresh = False
         try:
-            return method(sql, seq_of_parameters)
+            _executemany(cursor, sql, seq_of_parameters)
         except sqlite3.OperationalError as error:
             if not is_transient(error):
                 raise
@@ -262,11 +295,15 @@ class ResilientConnection(_ConnectionProxy):
                 self._self_lock_error_in_transaction(error, started, scope)
                 raise
             first = error
+        else:
+            return
 
         def nothing_applied() -> bool:
             return not connection.in_transaction and connection.total_changes == changes
 
-        return self._self_retry(first, started, "executemany", lambda: method(sql, seq_of_parameters), nothing_applied)
+        self._self_retry(
+            first, started, "executemany", lambda: _executemany(cursor, sql, seq_of_parameters), nothing_applied
+        )
 
     def _self_lock_error_in_transaction(self, error: BaseException, started: float, scope: Scope | None) -> None:
         """A lock error that cannot be retried here propagates: report it, and tell the
@@ -389,9 +426,17 @@ class ResilientConnection(_ConnectionProxy):
     @overload
     def cursor(self, factory: Callable[[sqlite3.Connection], CursorT]) -> CursorT: ...
     def cursor(self, factory: Callable[[sqlite3.Connection], sqlite3.Cursor] | None = None) -> sqlite3.Cursor:
-        """Return a :class:`ResilientCursor` (``factory`` as for :meth:`sqlite3.Connection.cursor`)."""
-        raw = self.__wrapped__.cursor() if factory is None else self.__wrapped__.cursor(factory)
-        return ResilientCursor(raw, self)
+        """Return a :class:`ResilientCursor`; with *factory*, which must be a subclass of
+        :class:`sqlite3.Cursor` (not any callable, as :mod:`sqlite3` allows), an instance of
+        a subclass of both."""
+        if factory is None:
+            cursor = self.__wrapped__.cursor(ResilientCursor)
+        elif isinstance(factory, type) and issubclass(factory, sqlite3.Cursor):
+            cursor = self.__wrapped__.cursor(_cursor_class(factory))
+        else:
+            raise TypeError(f"cursor factory must be a subclass of sqlite3.Cursor, not {factory!r}")
+        cursor._resilient = self
+        return cursor
 
     def execute(self, sql: str, parameters: Any = (), /) -> ResilientCursor:
         """Execute one statement on a new cursor and return the cursor.
@@ -399,7 +444,11 @@ class ResilientConnection(_ConnectionProxy):
         A lock error is retried within the budget only where nothing can have been
         applied; inside an open transaction it propagates at once.
         """
-        return self.cursor().execute(sql, parameters)
+        connection = self.__wrapped__
+        cursor = connection.cursor(ResilientCursor)
+        cursor._resilient = self
+        _run_statement(self, connection, cursor, sql, parameters)
+        return cursor
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> ResilientCursor:
         """Execute a statement once per parameter set on a new cursor and return it.
@@ -509,9 +558,11 @@ class _ForkedConnection:
 
 
 def _guard_fetch(name: str) -> Callable[..., Any]:
+    unguarded = getattr(sqlite3.Cursor, name)
+
     def fetch(self: ResilientCursor, *args: Any) -> Any:
-        self._self_connection._self_check_fork()
-        return getattr(self.__wrapped__, name)(*args)
+        self._resilient._self_check_fork()
+        return unguarded(self, *args)
 
     fetch.__name__ = name
     fetch.__doc__ = f"``{name}`` of the cursor, refused in a child for an inherited connection."
@@ -746,20 +797,32 @@ def _is_cantopen(error: sqlite3.Error) -> bool:
     return str(error) == "unable to open database file"
 
 
+_reported: dict[tuple[str, PragmaValue], PragmaValue] = {}
+"""What SQLite reported back for a per-connection pragma set to a value in this process:
+the same library reports the same again, so later connections skip the read-back."""
+
+
 def _apply_pragmas(raw: sqlite3.Connection, wanted: dict[str, PragmaValue], setup: _SetUp) -> None:
-    """Set each pragma (busy_timeout first, then journal_mode), read it back, record it."""
+    """Set each pragma (busy_timeout first, then journal_mode), read it back, record it.
+
+    Per-connection pragmas whose read-back this process has seen are set together in one
+    script after journal_mode, without reading them back again.
+    """
     busy_ms = int(min(setup.timeout * 1000, _MAX_BUSY_MS))
+    bounded = False
 
     def bound_busy_handler(left: float) -> None:
+        nonlocal bounded
+        bounded = True
         raw.execute(f"PRAGMA busy_timeout = {busy_milliseconds(left, busy_ms)}")
 
     def first_value(sql: str) -> Any:
         row = raw.execute(sql).fetchone()
         return row[0] if row else None
 
-    def run(sql: str) -> Any:
+    def run(sql: str, *, script: bool = False) -> Any:
         return call_within_budget(
-            lambda: first_value(sql),
+            (lambda: raw.executescript(sql)) if script else (lambda: first_value(sql)),
             timeout=setup.timeout,
             started=setup.started,
             what="connection set-up",
@@ -769,16 +832,27 @@ def _apply_pragmas(raw: sqlite3.Connection, wanted: dict[str, PragmaValue], setu
     wanted = {"busy_timeout": busy_ms, **wanted}
     journal = PRAGMAS["journal_mode"]
     requested = wanted.pop("journal_mode", None)
+    known: list[str] = []
     for name, value in wanted.items():
         pragma = PRAGMAS[name]
-        run(pragma.set_sql(value))
-        reported = pragma.from_sqlite(run(f"PRAGMA {name}"))
+        reported = _reported.get((name, value)) if pragma.per_connection else None
+        if reported is None or name == "busy_timeout":
+            run(pragma.set_sql(value))
+        if reported is None:
+            reported = pragma.from_sqlite(run(f"PRAGMA {name}"))
+            if pragma.per_connection:
+                _reported[(name, value)] = reported
+        elif name != "busy_timeout":
+            known.append(pragma.set_sql(value))
         setup.pragmas[name] = reported
         if reported != value:
             setup.mismatches.append(f"pragma {name} was set to {value!r} but SQLite reports {reported!r}")
         if name == "busy_timeout":  # journal_mode next: it is the one that waits for locks
             _set_journal_mode(setup, requested, journal.from_sqlite(run("PRAGMA journal_mode")), run)
-    raw.execute(f"PRAGMA busy_timeout = {int(setup.pragmas['busy_timeout'])}")
+    if known:
+        run(";".join(known), script=True)  # setting a pragma again is harmless: retryable
+    if bounded:
+        raw.execute(f"PRAGMA busy_timeout = {int(setup.pragmas['busy_timeout'])}")
 
 
 def _set_journal_mode(

@@ -125,12 +125,33 @@ def _existing_ancestor(path: str) -> str:
 
 
 def filesystem_of(path: str) -> FileSystem:
-    """Describe the filesystem holding *path* (or, if it does not exist, its directory)."""
+    """Describe the filesystem holding *path* (or, if it does not exist, its directory).
+
+    The mount table is read once per directory and device (a new mount there changes the
+    device); whether it is read-only is asked of the kernel every time, so a remount counts.
+    """
     where = os.path.realpath(_existing_ancestor(path))
     try:
-        read_only = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+        status = os.statvfs(where)
+        read_only = bool(status.f_flag & os.ST_RDONLY)
+        key: tuple[str, int] | None = (where, os.stat(where).st_dev)
     except OSError:
-        read_only = False
+        read_only, key = False, None
+    mount = _mounts_seen.get(key) if key is not None else None
+    if mount is None:
+        mount = _mount_of(where)
+        if key is not None:
+            if len(_mounts_seen) >= 256:
+                _mounts_seen.clear()
+            _mounts_seen[key] = mount
+    return FileSystem(type=mount[1], read_only=read_only, mount_point=mount[0])
+
+
+_mounts_seen: dict[tuple[str, int], tuple[str | None, str | None]] = {}
+
+
+def _mount_of(where: str) -> tuple[str | None, str | None]:
+    """(mount point, type) of the mount holding the absolute path *where*, or ``(None, None)``."""
     try:
         if sys.platform.startswith("linux"):
             mounts = _linux_mounts()
@@ -140,14 +161,12 @@ def filesystem_of(path: str) -> FileSystem:
             mounts = []
     except (OSError, subprocess.SubprocessError):
         mounts = []
-    best: tuple[str, str] | None = None
+    best: tuple[str | None, str | None] = (None, None)
     for point, fstype in mounts:  # the last, longest mount point containing the path
         inside = where == point or where.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) >= len(best[0])):
+        if inside and (best[0] is None or len(point) >= len(best[0])):
             best = (point, fstype)
-    if best is None:
-        return FileSystem(type=None, read_only=read_only)
-    return FileSystem(type=best[1], read_only=read_only, mount_point=best[0])
+    return best
 
 
 def wal_blocker(path: str, filesystem: FileSystem) -> str | None:

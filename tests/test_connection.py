@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import StartLockHolder
 
 import sqlite_resilient
 from sqlite_resilient import (
     ConfigurationError,
+    DatabaseLockedError,
     PragmaNotAppliedWarning,
     ResilientConnection,
     ResilientCursor,
@@ -343,15 +345,39 @@ def test_cursors_are_resilient_and_behave_like_sqlite3_cursors(db: Path) -> None
     assert isinstance(conn.executescript("SELECT 1"), ResilientCursor)
 
 
-def test_cursor_factory(db: Path) -> None:
-    """``cursor(factory)`` builds the caller's Cursor subclass, wrapped."""
+def test_cursor_factory(db: Path, lock_holder: StartLockHolder) -> None:
+    """``cursor(factory)`` builds a subclass of the caller's Cursor subclass and
+    ResilientCursor: the caller's overrides run first, then the proxy's statement path
+    (a lock is waited for and reported as the library's error). Other callables are refused."""
+    seen: list[str] = []
 
     class MyCursor(sqlite3.Cursor):
         marker = "mine"
 
-    cur = sqlite_resilient.connect(db).cursor(MyCursor)
+        def execute(self, sql: str, parameters: Any = (), /) -> MyCursor:
+            seen.append(sql)
+            return super().execute(sql, parameters)
+
+    conn = sqlite_resilient.connect(db)
+    cur = conn.cursor(MyCursor)
     assert isinstance(cur, MyCursor)
+    assert isinstance(cur, ResilientCursor)
     assert cur.marker == "mine"
+    assert cur.connection is conn
+    assert cur.execute("CREATE TABLE t(x)") is cur
+    cur.execute("INSERT INTO t VALUES (1)")
+    assert seen == ["CREATE TABLE t(x)", "INSERT INTO t VALUES (1)"]
+    conn.commit()
+    assert type(conn.cursor(MyCursor)) is type(cur)  # one subclass per factory
+    with pytest.raises(TypeError, match=r"subclass of sqlite3\.Cursor"):
+        conn.cursor(lambda raw: raw.cursor())
+    holder = lock_holder(db, "EXCLUSIVE")
+    impatient = sqlite_resilient.connect(db, timeout=0.2)
+    with pytest.raises(DatabaseLockedError, match="gave up after"):
+        impatient.cursor(MyCursor).execute("INSERT INTO t VALUES (2)")
+    assert impatient.lock_stats.waits == 1
+    holder.release()
+    assert table(sqlite3.connect(db)) == [(1,)]
 
 
 def test_backup_accepts_a_proxy_as_target(db: Path, tmp_path: Path) -> None:
