@@ -11,10 +11,12 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
-def test_overhead_benchmark_runs_and_prints_its_table() -> None:
-    """``benchmarks/overhead.py`` completes and prints one row per measured operation."""
+def test_overhead_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
+    """``benchmarks/overhead.py`` completes, prints one row per measured operation and
+    writes the same rows to its JSON file."""
+    report = tmp_path / "overhead.json"
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "overhead.py"), "--repeat", "1"],
+        [sys.executable, str(BENCHMARKS / "overhead.py"), "--rounds", "1", "--json", str(report)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -23,8 +25,12 @@ def test_overhead_benchmark_runs_and_prints_its_table() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:1] == ["operation"]
-    for operation in ("SELECT 1", "100-row fetch", "insert transaction", "executemany", "connect()"):
+    operations = ("SELECT 1", "100-row fetch", "insert transaction", "executemany", "connect()", "per-request")
+    for operation in operations:
         assert any(operation in line and line.rstrip().endswith("x") for line in lines), operation
+    rows = json.loads(report.read_text())["results"]
+    assert len(rows) == len(operations)
+    assert all(row["raw_us"] > 0 and row["resilient_us"] > 0 for row in rows)
 
 
 def test_contention_benchmark_runs_prints_and_audits(tmp_path: Path) -> None:
