@@ -583,6 +583,9 @@ def _after_fork_in_child() -> None:
         # files, so it is kept, unused, for the life of the child.
         _inherited.append(conn.__wrapped__)
         conn.__wrapped__ = _ForkedConnection(parent)  # type: ignore[assignment]  # raises on use
+        if conn._self_gate:  # its locks are the parent's: close this copy, never unlock
+            conn._self_gate.forget()
+            conn._self_gate = False
     if inherited:
         for name in ("fetchone", "fetchmany", "fetchall", "__next__"):
             setattr(ResilientCursor, name, _guard_fetch(name))

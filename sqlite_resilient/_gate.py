@@ -114,3 +114,8 @@ class WriteGate:
     def close(self) -> None:
         self.release()
         os.close(self._fd)
+
+    def forget(self) -> None:
+        """Close the descriptor without unlocking: in a child after ``fork()``, whose copy
+        shares the lock with the parent's descriptor (closing a copy leaves it held)."""
+        os.close(self._fd)

@@ -210,3 +210,28 @@ def test_pre_fork_cursor_fetch_raises_in_child(tmp_path: Path, fetch: str) -> No
         report = run_in_child(lambda: describe(actions[fetch]))
         assert report.get("raised") == "ForkedConnectionError", report
         assert len(cursor.fetchall()) == 102  # the parent's cursor is intact
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors through /proc/self/fd")
+def test_child_closes_its_copy_of_the_write_gate_and_the_parent_keeps_it(tmp_path: Path) -> None:
+    """A connection forked while it holds the write gate: the child closes its copy of the
+    gate's descriptor without unlocking it (the lock is shared with the parent's), so the
+    parent's transaction keeps the gate until it ends."""
+    conn = make_database(tmp_path / "app.db")
+    gate = f"{tmp_path / 'app.db'}-writers"
+
+    def open_on_gate() -> int:
+        return sum(
+            os.path.realpath(f"/proc/self/fd/{fd}") == gate for fd in os.listdir("/proc/self/fd") if fd.isdigit()
+        )
+
+    with contextlib.closing(sqlite_resilient.connect(tmp_path / "app.db")) as rival, conn.transaction():
+        conn.execute("INSERT INTO t VALUES (3)")
+        report = run_in_child(lambda: {"descriptors on the gate": open_on_gate()})
+        assert report == {"descriptors on the gate": 0}
+        rival_gate = rival._self_writer_gate()
+        assert rival_gate is not None
+        assert not rival_gate.try_acquire()  # still the parent's
+    assert rival_gate.try_acquire()
+    rival_gate.release()
+    conn.close()
