@@ -64,6 +64,16 @@ def _existing_directory(text: str) -> str:
 # -- demo ------------------------------------------------------------------------------------
 
 
+def _png_path(text: str) -> str:
+    """argparse type: a file path whose directory exists (the file itself is overwritten)."""
+    directory = os.path.dirname(text) or os.curdir
+    if not text or os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"not a file path: {text!r}")
+    if not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"no such directory: {directory!r}")
+    return text
+
+
 def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``demo`` and its options."""
     parser = subparsers.add_parser(
@@ -71,9 +81,10 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="plain sqlite3 and sqlite_resilient side by side under real contention",
         description=(
             "Run the same workload twice, each time on a fresh database: background writer processes "
-            "(ingestion and read-then-update enrichment) and a dashboard polling the same file, first with "
-            "plain sqlite3.connect(), then with sqlite_resilient.connect(); print a table comparing failed "
-            "reads and writes and read latency."
+            "(ingestion, and enrichment that reads rows then updates them) and a dashboard polling the same "
+            "file, first with plain sqlite3.connect(), then with sqlite_resilient; print a table comparing "
+            "failed dashboard reads, empty dashboards, rows processed twice, read p99 latency, the longest "
+            "write wait and the writes committed and failed."
         ),
     )
     parser.add_argument(
@@ -97,13 +108,27 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="DIR",
         help="where the temporary databases are made (default: the system's temporary directory)",
     )
+    parser.add_argument(
+        "--plot",
+        type=_png_path,
+        default=None,
+        metavar="PATH",
+        help=f"also write a PNG chart comparing the scenarios to PATH (needs matplotlib: {_demo.PLOT_EXTRA})",
+    )
     parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    """Run the demo; the report goes to stdout, progress to stderr."""
+    """Run the demo; the report goes to stdout, progress to stderr.
+
+    Returns 2, before running anything, when ``--plot`` is given but matplotlib cannot be
+    imported; 1 when the demo could not run.
+    """
     try:
-        _demo.run_demo(args.seconds, args.writers, args.dir)
+        _demo.run_demo(args.seconds, args.writers, args.dir, plot=args.plot)
+    except _demo.PlotUnavailableError as exc:
+        print(f"{PROG} demo: {exc}", file=sys.stderr)
+        return 2
     except _demo.DemoError as exc:
         print(f"{PROG} demo: {exc}", file=sys.stderr)
         return 1
