@@ -3,9 +3,11 @@
     python benchmarks/overhead.py [--rounds N] [--json PATH] [--plot PATH]
 
 Both sides work on their own WAL database file with the same pragmas (so only the library
-differs). Each operation runs in rounds that alternate between the two sides (the order
-flips every round), so drifting machine load hits both alike; the table shows the best
-round of each side in microseconds per operation and their ratio.
+differs). Each operation runs in short rounds that alternate between the two sides (the
+order flips every round), so drifting machine load hits both alike; the table shows the best
+round of each side in microseconds per operation, and the ratio is the median of the
+ratios of paired rounds (on a busy or virtual machine, single timings drift by tens of
+percent; paired rounds drift together).
 
 ``connect()`` is measured with each side's own set-up: raw ``sqlite3.connect`` followed by
 the same pragmas as a script, against ``sqlite_resilient.connect``. "per-request" is what a
@@ -21,6 +23,7 @@ import importlib.util
 import json
 import platform
 import sqlite3
+import statistics
 import sys
 import tempfile
 import timeit
@@ -42,10 +45,7 @@ class Result:
     operation: str
     raw_us: float
     resilient_us: float
-
-    @property
-    def ratio(self) -> float:
-        return self.resilient_us / self.raw_us
+    ratio: float
 
 
 class Side:
@@ -93,12 +93,12 @@ class Side:
             request.close()
 
         return {
-            "execute('SELECT 1')": (select_one, 20_000),
-            "100-row fetch": (fetch_100, 2_000),
-            "one-row insert transaction": (insert_transaction, 1_000),
-            "executemany 10 000 rows": (executemany_10k, 3),
-            "connect() with set-up": (connect_only, 200),
-            "per-request connect+query+close": (per_request, 200),
+            "execute('SELECT 1')": (select_one, 2_000),
+            "100-row fetch": (fetch_100, 200),
+            "one-row insert transaction": (insert_transaction, 100),
+            "executemany 10 000 rows": (executemany_10k, 1),
+            "connect() with set-up": (connect_only, 20),
+            "per-request connect+query+close": (per_request, 20),
         }
 
 
@@ -118,21 +118,21 @@ def measure(rounds: int, directory: Path) -> list[Result]:
     results = []
     for name, (raw_call, number) in raw.operations().items():
         ours_call, _ = ours.operations()[name]
-        best = {"raw": float("inf"), "ours": float("inf")}
+        timings: dict[str, list[float]] = {"raw": [], "ours": []}
         for round_number in range(rounds):
             order = [("raw", raw, raw_call), ("ours", ours, ours_call)]
             for side_name, side, call in order if round_number % 2 == 0 else reversed(order):
                 side.reset()
-                seconds = timeit.timeit(call, number=number)
-                best[side_name] = min(best[side_name], seconds / number * 1e6)
-        results.append(Result(name, best["raw"], best["ours"]))
+                timings[side_name].append(timeit.timeit(call, number=number) / number * 1e6)
+        ratios = [ours_us / raw_us for raw_us, ours_us in zip(timings["raw"], timings["ours"])]
+        results.append(Result(name, min(timings["raw"]), min(timings["ours"]), statistics.median(ratios)))
     raw.conn.close()
     ours.conn.close()
     return results
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"{'operation':<32} {'sqlite3 µs':>12} {'resilient µs':>13} {'ratio':>7}")
+    print(f"{'operation':<32} {'sqlite3 µs':>12} {'resilient µs':>13} {'ratio':>7}")  # ratio: median of pairs
     print(f"{'-' * 32} {'-' * 12} {'-' * 13} {'-' * 7}")
     for result in results:
         print(f"{result.operation:<32} {result.raw_us:>12.2f} {result.resilient_us:>13.2f} {result.ratio:>6.2f}x")
@@ -148,8 +148,9 @@ def plot(results: list[Result], path: Path) -> None:
     ax.barh(names, [result.ratio for result in results], color="#4c72b0")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.invert_yaxis()
-    ax.set_xlabel("time relative to raw sqlite3 (1.0 = same)")
-    ax.set_title("sqlite_resilient overhead, best round of each side")
+    ax.set_xlabel("time relative to raw sqlite3 (1.0 = same; median of paired rounds)")
+    ax.set_title("sqlite_resilient overhead")
+    ax.set_xlim(0, max(result.ratio for result in results) * 1.15)
     for index, result in enumerate(results):
         ax.text(result.ratio, index, f" {result.ratio:.2f}x", va="center")
     fig.tight_layout()
@@ -159,7 +160,7 @@ def plot(results: list[Result], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds per operation; the best is kept")
+    parser.add_argument("--rounds", type=int, default=100, help="alternating rounds per operation (default 100)")
     parser.add_argument("--json", type=Path, help="write the numbers to this JSON file")
     parser.add_argument("--plot", type=Path, help="write a PNG bar chart here (needs matplotlib)")
     args = parser.parse_args(argv)
