@@ -81,7 +81,7 @@ __all__ = [
 
 DEFAULT_SECONDS = 3.0
 """How long each scenario runs, in seconds."""
-DEFAULT_WRITERS = 2
+DEFAULT_WRITERS = 4
 """How many writer processes each scenario starts."""
 
 PLAIN = "plain sqlite3"
