@@ -35,6 +35,7 @@ from ._errors import (
     TransactionEndedError,
     UnreadableWALError,
     WALFallbackWarning,
+    WALGrowthWarning,
     is_lock_error,
 )
 from ._journal import NETWORK_FILESYSTEMS, FileSystem
@@ -42,6 +43,7 @@ from ._pragmas import PRAGMAS, Pragma, PragmaValue
 from ._retry import is_testing, retry_on_lock, set_testing
 from ._settings import DEFAULT_PRAGMAS, DEFAULT_SETTINGS, Settings
 from ._transaction import Transaction, TransactionMode, db_transaction
+from ._wal import CHECKPOINT_MODES, CheckpointMode, CheckpointResult, checkpoint, maintain_wal
 from .instrumentation import LockStats
 
 
@@ -69,10 +71,13 @@ _SQLITE3_NAMES = frozenset(
 )
 
 __all__ = [
+    "CHECKPOINT_MODES",
     "DEFAULT_PRAGMAS",
     "DEFAULT_SETTINGS",
     "NETWORK_FILESYSTEMS",
     "PRAGMAS",
+    "CheckpointMode",
+    "CheckpointResult",
     "ConfigurationError",
     "DatabaseLockedError",
     "FileSystem",
@@ -91,11 +96,14 @@ __all__ = [
     "TransactionMode",
     "UnreadableWALError",
     "WALFallbackWarning",
+    "WALGrowthWarning",
+    "checkpoint",
     "connect",
     "db_transaction",
     "instrumentation",
     "is_lock_error",
     "is_testing",
+    "maintain_wal",
     "retry_on_lock",
     "set_testing",
 ]

@@ -11,6 +11,7 @@ safe.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sqlite3
 import sys
@@ -52,9 +53,12 @@ from ._retry import (
 from ._settings import DEFAULT_SETTINGS, Settings, _check_timeout
 from ._transaction import Transaction, TransactionMode
 from ._uri import Target, parse_database, to_uri
+from ._wal import CheckpointMode, CheckpointResult, check_growth, checkpoint
 from .instrumentation import WAL_FALLBACK, FallbackEvent, LockCounters, LockStats, emit
 
 __all__ = ["ResilientConnection", "ResilientCursor", "connect"]
+
+logger = logging.getLogger("sqlite_resilient")
 
 T = TypeVar("T")
 CursorT = TypeVar("CursorT", bound=sqlite3.Cursor)
@@ -184,6 +188,7 @@ class ResilientConnection(_ConnectionProxy):
         self._self_fresh = True  # nothing ran since the transaction (autocommit=False) opened
         self._self_counters = LockCounters()
         self._self_gate: WriteGate | Literal[False] | None = None  # False: none for this database
+        self._self_wal_check_at = 0.0  # when the next commit looks at the WAL's size
         _live_connections.add(self)
 
     # -- what connect() set up -------------------------------------------------------------
@@ -495,6 +500,26 @@ class ResilientConnection(_ConnectionProxy):
                 self._self_lock_error_in_transaction(error, started, scope)
                 raise
             self._self_retry(error, started, "commit", commit, lambda: connection.in_transaction)
+        self._self_watch_wal()
+
+    def _self_watch_wal(self) -> None:
+        """After a commit, at most once a second: warn if the WAL keeps growing (see
+        ``Settings.wal_warn_bytes``). A failing check never fails the commit before it."""
+        now = time.monotonic()
+        if now < self._self_wal_check_at:
+            return
+        self._self_wal_check_at = now + 1.0
+        setup = self._self_setup
+        if setup.settings.wal_warn_bytes is None or setup.path is None:
+            return
+        try:  # on the wrapped connection: not a statement of the caller's transaction
+            check_growth(self.__wrapped__, setup.path, setup.settings.wal_warn_bytes)
+        except sqlite3.Error as error:
+            logger.debug("WAL check of %r failed: %s", setup.path, error)
+
+    def checkpoint(self, mode: CheckpointMode = "passive") -> CheckpointResult:
+        """Checkpoint the WAL (see :func:`sqlite_resilient.checkpoint`)."""
+        return checkpoint(self, mode)
 
     def transaction(self, mode: TransactionMode | None = None) -> Transaction[ResilientConnection]:
         """``with conn.transaction():`` is ``with db_transaction(conn):`` (see :func:`db_transaction`)."""

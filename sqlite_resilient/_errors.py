@@ -17,6 +17,7 @@ the standard class that code written for :mod:`sqlite3` already catches::
     Warning
     └── ResilientWarning(UserWarning)
         ├── WALFallbackWarning                    WAL cannot be used; rollback journal kept
+        ├── WALGrowthWarning                      the WAL keeps growing: a reader pins it
         └── PragmaNotAppliedWarning               SQLite reports another value than was set
 
 This module imports nothing of the package.
@@ -36,6 +37,7 @@ __all__ = [
     "TransactionEndedError",
     "UnreadableWALError",
     "WALFallbackWarning",
+    "WALGrowthWarning",
     "is_lock_error",
 ]
 
@@ -149,6 +151,11 @@ class ResilientWarning(UserWarning):
 
 class WALFallbackWarning(ResilientWarning):
     """WAL cannot be used for this database; a rollback-journal mode is kept."""
+
+
+class WALGrowthWarning(ResilientWarning):
+    """The WAL of a database grew past ``Settings.wal_warn_bytes`` and a checkpoint could
+    not copy all of it back: a connection keeps an old snapshot open."""
 
 
 class PragmaNotAppliedWarning(ResilientWarning):

@@ -64,6 +64,11 @@ class Settings:
             Skipped where it cannot work (network filesystems, no side file can be opened).
         warn_on_fallback: Emit :class:`WALFallbackWarning` (once per database and reason in
             a process) when WAL cannot be used. The fallback is logged either way.
+        wal_warn_bytes: After a commit (at most once a second per connection), a ``-wal``
+            file larger than this many bytes is checkpointed (``passive``); if that cannot
+            copy it all back, a reader is pinning an old snapshot and
+            :class:`WALGrowthWarning` says so, once per database in a process. ``None``
+            turns the check off.
     """
 
     timeout: float = 30.0
@@ -72,8 +77,12 @@ class Settings:
     begin_immediate: bool = True
     writer_queue: bool = True
     warn_on_fallback: bool = True
+    wal_warn_bytes: int | None = 256 * 2**20
 
     def __post_init__(self) -> None:
+        limit = self.wal_warn_bytes
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ConfigurationError(f"wal_warn_bytes must be a whole number of bytes >= 0 or None, not {limit!r}")
         object.__setattr__(self, "timeout", _check_timeout("timeout", self.timeout))
         object.__setattr__(self, "read_only_timeout", _check_timeout("read_only_timeout", self.read_only_timeout))
         object.__setattr__(self, "pragmas", MappingProxyType(validate_all(self.pragmas)))

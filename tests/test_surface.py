@@ -13,6 +13,9 @@ import pytest
 import sqlite_resilient
 
 OWN_NAMES = {
+    "CHECKPOINT_MODES",
+    "CheckpointMode",
+    "CheckpointResult",
     "DEFAULT_PRAGMAS",
     "DEFAULT_SETTINGS",
     "NETWORK_FILESYSTEMS",
@@ -35,11 +38,14 @@ OWN_NAMES = {
     "TransactionMode",
     "UnreadableWALError",
     "WALFallbackWarning",
+    "WALGrowthWarning",
+    "checkpoint",
     "connect",
     "db_transaction",
     "instrumentation",
     "is_lock_error",
     "is_testing",
+    "maintain_wal",
     "retry_on_lock",
     "set_testing",
 }
