@@ -4,15 +4,17 @@ Subcommands:
 
 - ``demo``: plain :mod:`sqlite3` and ``sqlite_resilient`` side by side under real
   contention (see :mod:`sqlite_resilient._demo`).
+- ``doctor DB``: what a database file and its place need, read-only (see
+  :mod:`sqlite_resilient._doctor`).
 
 Each subcommand is one ``_add_<name>`` function that declares its arguments and sets its
-handler, a function from the parsed arguments to an exit status; a new subcommand (``doctor``,
-DESIGN §6) is one more such pair, listed in ``_SUBCOMMANDS``.
+handler, a function from the parsed arguments to an exit status, listed in ``_SUBCOMMANDS``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -20,7 +22,7 @@ from typing import Callable
 
 import sqlite_resilient
 
-from . import _demo
+from . import _demo, _doctor
 
 __all__ = ["main"]
 
@@ -135,9 +137,42 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- doctor ----------------------------------------------------------------------------------
+
+
+def _add_doctor(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``doctor`` and its options."""
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check a database file and its filesystem, read-only",
+        description=(
+            "Look at a SQLite database without changing it: the file and its header, the filesystem "
+            "and whether WAL works there, permissions, the journal mode and what connect() would use, "
+            "the -wal/-shm/-journal files and their sizes, whether a read-only connection opens, the "
+            "pragmas in the file, and PRAGMA quick_check. Exit status 1 when a check finds a problem."
+        ),
+    )
+    parser.add_argument("database", metavar="DB", help="the database file")
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
+    parser.set_defaults(handler=_run_doctor)
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    """Diagnose the database; 1 if a check found a problem, else 0."""
+    diagnosis = _doctor.diagnose(args.database)
+    if args.json:
+        print(json.dumps(diagnosis.as_dict(), indent=2))
+    else:
+        print(_doctor.format_diagnosis(diagnosis), end="")
+    return 1 if diagnosis.problems else 0
+
+
 # -- the parser ------------------------------------------------------------------------------
 
-_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (_add_demo,)
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    _add_demo,
+    _add_doctor,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
