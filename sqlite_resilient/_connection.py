@@ -39,6 +39,7 @@ from ._errors import (
 from ._gate import WriteGate, open_gate
 from ._journal import FileSystem, filesystem_of, is_wal_file, wal_blocker, wal_content_bytes
 from ._pragmas import PRAGMAS, PragmaValue, validate_all
+from ._readonly import Authorizer, guard_read_only
 from ._retry import (
     BUSY_SLACK_MS,
     Scope,
@@ -104,14 +105,22 @@ class ResilientCursor(sqlite3.Cursor):
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> Self:
         """Execute a statement once per parameter set (see :meth:`ResilientConnection.executemany`)."""
-        self._resilient._self_run_many(self, sql, seq_of_parameters)
+        try:
+            self._resilient._self_run_many(self, sql, seq_of_parameters)
+        except sqlite3.DatabaseError as error:
+            self._resilient._self_explain(error)
+            raise
         return self
 
     def executescript(self, sql_script: str, /) -> Self:
         """Execute a script (see :meth:`ResilientConnection.executescript`)."""
         self._resilient._self_check_fork()
         self._resilient._self_fresh = False
-        _executescript(self, sql_script)
+        try:
+            _executescript(self, sql_script)
+        except sqlite3.DatabaseError as error:
+            self._resilient._self_explain(error)
+            raise
         return self
 
     def __reduce_ex__(self, protocol: object) -> NoReturn:
@@ -130,14 +139,18 @@ def _run_statement(
 ) -> None:
     """Run one statement of *proxy* on *cursor*: the common case (no transaction open, no
     decorated call) straight through, everything else by :meth:`ResilientConnection._self_run`."""
-    if connection.in_transaction or _current.get() is not None:
-        proxy._self_run(cursor, sql, parameters)
-        return
-    started = time.monotonic()
     try:
-        _execute(cursor, sql, parameters)
-    except sqlite3.OperationalError as error:
-        proxy._self_after_error(error, started, cursor, sql, parameters)
+        if connection.in_transaction or _current.get() is not None:
+            proxy._self_run(cursor, sql, parameters)
+            return
+        started = time.monotonic()
+        try:
+            _execute(cursor, sql, parameters)
+        except sqlite3.OperationalError as error:
+            proxy._self_after_error(error, started, cursor, sql, parameters)
+    except sqlite3.DatabaseError as error:
+        proxy._self_explain(error)
+        raise
 
 
 @functools.lru_cache(maxsize=64)
@@ -183,6 +196,7 @@ class ResilientConnection(_ConnectionProxy):
     def __init__(self, connection: sqlite3.Connection, setup: _SetUp) -> None:
         super().__init__(connection)
         self._self_setup = setup
+        self._self_guard = guard_read_only(connection) if setup.read_only else None
         self._self_busy_ms = int(setup.pragmas["busy_timeout"])  # SQLite's own handler, at most
         self._self_busy_now = self._self_busy_ms  # what it is set to now
         self._self_fresh = True  # nothing ran since the transaction (autocommit=False) opened
@@ -309,6 +323,14 @@ class ResilientConnection(_ConnectionProxy):
         self._self_retry(
             first, started, "executemany", lambda: _executemany(cursor, sql, seq_of_parameters), nothing_applied
         )
+
+    def _self_explain(self, error: sqlite3.DatabaseError) -> None:
+        """Raise, for a statement a read-only connection refused, an error that says what
+        was refused and why; return for any other error."""
+        guard = self._self_guard
+        clear = guard.explain(error) if guard is not None else None
+        if clear is not None:
+            raise clear from error
 
     def _self_lock_error_in_transaction(self, error: BaseException, started: float, scope: Scope | None) -> None:
         """A lock error that cannot be retried here propagates: report it, and tell the
@@ -510,12 +532,20 @@ class ResilientConnection(_ConnectionProxy):
             return
         self._self_wal_check_at = now + 1.0
         setup = self._self_setup
-        if setup.settings.wal_warn_bytes is None or setup.path is None:
+        if setup.settings.wal_warn_bytes is None or setup.path is None or setup.read_only:
             return
         try:  # on the wrapped connection: not a statement of the caller's transaction
             check_growth(self.__wrapped__, setup.path, setup.settings.wal_warn_bytes)
         except sqlite3.Error as error:
             logger.debug("WAL check of %r failed: %s", setup.path, error)
+
+    def set_authorizer(self, authorizer_callback: Authorizer | None, /) -> None:
+        """:meth:`sqlite3.Connection.set_authorizer`; on a read-only connection, the callback
+        is asked after the library's own guard, which it cannot lift."""
+        if self._self_guard is None:
+            self.__wrapped__.set_authorizer(authorizer_callback)
+        else:
+            self._self_guard.chained = authorizer_callback
 
     def checkpoint(self, mode: CheckpointMode = "passive") -> CheckpointResult:
         """Checkpoint the WAL (see :func:`sqlite_resilient.checkpoint`)."""
