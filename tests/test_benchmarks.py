@@ -68,3 +68,20 @@ def test_contention_benchmark_runs_prints_and_audits(tmp_path: Path) -> None:
         assert run["processed_log_rows"] == run["items_processed_committed"], name
         if name in ("wal-begin-immediate", "apsw", "sqlite_resilient", "ceiling"):
             assert run["items_processed_twice"] == 0, name
+
+
+def test_soak_runs_briefly_and_its_audit_passes(tmp_path: Path) -> None:
+    """``benchmarks/soak.py`` for two seconds: writers and readers killed and restarted, and
+    the audit (every acknowledged transaction whole, counter exact, integrity ok, no stuck
+    lock) passes."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "soak.py"), "--seconds", "2", "--writers", "2", "--readers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "audit                      ok" in result.stdout
+    kills = next(line for line in result.stdout.splitlines() if "kills" in line)
+    assert kills.split()[1] != "0" or kills.split()[3] != "0", kills
