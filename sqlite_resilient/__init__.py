@@ -41,7 +41,7 @@ from ._errors import (
 from ._journal import NETWORK_FILESYSTEMS, FileSystem
 from ._pragmas import PRAGMAS, Pragma, PragmaValue
 from ._retry import is_testing, retry_on_lock, set_testing
-from ._settings import DEFAULT_PRAGMAS, DEFAULT_SETTINGS, Settings
+from ._settings import DEFAULT_PRAGMAS, DEFAULT_SETTINGS, LITESTREAM_SETTINGS, Settings
 from ._transaction import Transaction, TransactionMode, db_transaction
 from ._wal import CHECKPOINT_MODES, CheckpointMode, CheckpointResult, checkpoint, maintain_wal
 from .instrumentation import LockStats
@@ -74,6 +74,7 @@ __all__ = [
     "CHECKPOINT_MODES",
     "DEFAULT_PRAGMAS",
     "DEFAULT_SETTINGS",
+    "LITESTREAM_SETTINGS",
     "NETWORK_FILESYSTEMS",
     "PRAGMAS",
     "CheckpointMode",

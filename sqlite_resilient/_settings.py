@@ -90,3 +90,10 @@ class Settings:
 
 DEFAULT_SETTINGS = Settings()
 """The settings used when ``connect()`` is given none."""
+
+
+LITESTREAM_SETTINGS = Settings(pragmas={**DEFAULT_PRAGMAS, "wal_autocheckpoint": 0}, wal_warn_bytes=None)
+"""For a database that ``litestream replicate`` watches: Litestream alone checkpoints the WAL
+(it ships every frame to the replica before checkpointing it), so the application's
+connections make no automatic checkpoints, and the WAL growth check is off (its checkpoint
+cannot pass the read transaction Litestream keeps open between its own checkpoints)."""

@@ -122,9 +122,10 @@ _warned: set[str] = set()
 def check_growth(conn: sqlite3.Connection, database: str, limit: int) -> CheckpointResult | None:
     """After a commit: if the WAL of *database* is over *limit* bytes and a passive
     checkpoint cannot copy all of it back, warn (once per database in a process) with the
-    numbers and what to do. Return the checkpoint's result when one ran."""
+    numbers and what to do. Return the checkpoint's result when one ran. A database that
+    Litestream replicates is left to Litestream."""
     size = wal_bytes(database)
-    if size <= limit:
+    if size <= limit or _replicated_by_litestream(database):
         return None
     result = checkpoint(conn, "passive")
     if result.complete or database in _warned:
@@ -140,6 +141,14 @@ def check_growth(conn: sqlite3.Connection, database: str, limit: int) -> Checkpo
     logger.warning(message, extra={"database": database, "wal_bytes": size, "wal_pages": result.wal_pages})
     warnings.warn(message, WALGrowthWarning, stacklevel=_caller_level())
     return result
+
+
+def _replicated_by_litestream(database: str) -> bool:
+    """Whether Litestream keeps its state beside *database*: then it holds a read transaction
+    between its own checkpoints on purpose, and checkpoints the WAL itself (see
+    ``LITESTREAM_SETTINGS``)."""
+    directory, name = os.path.split(database)
+    return os.path.isdir(os.path.join(directory, f".{name}-litestream"))
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep

@@ -18,6 +18,7 @@ OWN_NAMES = {
     "CheckpointResult",
     "DEFAULT_PRAGMAS",
     "DEFAULT_SETTINGS",
+    "LITESTREAM_SETTINGS",
     "NETWORK_FILESYSTEMS",
     "PRAGMAS",
     "ConfigurationError",

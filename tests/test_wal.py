@@ -193,6 +193,23 @@ def test_a_large_wal_that_checkpoints_does_not_warn(tmp_path: Path, opened: Call
         assert not quiet.checkpoint().complete  # starving indeed, but nobody asked to be told
 
 
+def test_a_wal_replicated_by_litestream_is_left_to_it(
+    tmp_path: Path, opened: Callable[..., ResilientConnection]
+) -> None:
+    """Litestream keeps a read transaction open between its own checkpoints, on purpose: with
+    its state directory beside the database (``.app.db-litestream``), a WAL pinned past the
+    threshold is not reported as a stuck reader (warnings are errors here)."""
+    db = tmp_path / "app.db"
+    (tmp_path / ".app.db-litestream").mkdir()
+    with contextlib.closing(sqlite3.connect(db)) as setup:
+        write_rows(setup, 1)
+    conn = opened(db, settings=Settings(wal_warn_bytes=16 * 1024))
+    with pinned_snapshot(db):
+        write_rows(conn, 300)
+        assert wal_size(db) > 16 * 1024
+        assert not conn.checkpoint().complete
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="autocommit is new in Python 3.12")
 def test_wal_check_leaves_a_pep249_transaction_untouched(
     tmp_path: Path, opened: Callable[..., ResilientConnection]
