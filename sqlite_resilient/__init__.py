@@ -23,7 +23,7 @@ from sqlite3 import *  # type: ignore[assignment]  # noqa: F403
 from ._connection import connect  # noqa: F811
 
 # isort: on
-from . import instrumentation
+from . import exporters, instrumentation
 from ._connection import ResilientConnection, ResilientCursor
 from ._errors import (
     ConfigurationError,
@@ -101,6 +101,7 @@ __all__ = [
     "checkpoint",
     "connect",
     "db_transaction",
+    "exporters",
     "instrumentation",
     "is_lock_error",
     "is_testing",

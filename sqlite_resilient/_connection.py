@@ -407,12 +407,13 @@ class ResilientConnection(_ConnectionProxy):
         return gate is not None and gate.held
 
     def _self_queue(self, gate: WriteGate, started: float, budget: float) -> None:
-        """Wait at the write gate within *budget*: reported as a queued writer, counted as a
-        lock wait. Without the gate in time, SQLite's lock decides (with what is left)."""
-        report_queued(started, budget, self.database_path)
+        """Wait at the write gate within *budget*: reported as a queued writer and, when the
+        wait ends, as a lock wait (counted in :attr:`lock_stats`). Without the gate in time,
+        SQLite's lock decides (with what is left)."""
+        queued = report_queued(started, budget, self.database_path, self._self_counters)
         gate.acquire(budget)
+        queued.done(None, surfaced=False)
         waited = time.monotonic() - started
-        self._self_counters.record(attempts=1, retries=0, waited=waited, surfaced=False)
         if waited * 1000 > BUSY_SLACK_MS:
             self._self_bound_busy(budget - waited)
 

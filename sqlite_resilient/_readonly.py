@@ -25,7 +25,7 @@ _READ_PRAGMAS = frozenset(
         "application_id", "auto_vacuum", "cache_size", "collation_list", "compile_options", "data_version",
         "database_list", "encoding", "foreign_keys", "freelist_count", "function_list", "journal_mode",
         "journal_size_limit", "max_page_count", "mmap_size", "module_list", "page_count", "page_size",
-        "pragma_list", "query_only", "schema_version", "synchronous", "temp_store", "user_version",
+        "pragma_list", "query_only", "read_uncommitted", "schema_version", "synchronous", "temp_store", "user_version",
         "wal_autocheckpoint",
     }
 )  # fmt: skip

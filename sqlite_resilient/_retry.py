@@ -178,9 +178,12 @@ def report_lock_error(
     _Report(what, started, budget, database, counters).done(error, surfaced=current_scope() is None)
 
 
-def report_queued(started: float, budget: float, database: str | None) -> None:
-    """Report a write transaction that waits at the write gate for another writer."""
-    _Report("BEGIN", started, budget, database, None).event(WRITER_QUEUED, None)
+def report_queued(started: float, budget: float, database: str | None, counters: LockCounters) -> _Report:
+    """Report a write transaction that waits at the write gate for another writer; the
+    caller reports the end of the wait with ``.done(None, surfaced=False)``."""
+    report = _Report("BEGIN", started, budget, database, counters)
+    report.event(WRITER_QUEUED, None)
+    return report
 
 
 def call_within_budget(

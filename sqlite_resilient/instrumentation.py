@@ -17,7 +17,8 @@ Event names:
     An operation that met a lock succeeded after ``attempt`` attempts and ``waited`` seconds.
 ``sqlite_resilient.writer_queued``
     A write transaction waits for the writer ahead of it (see ``Settings.writer_queue``)
-    before its ``BEGIN``; the wait counts in :class:`LockStats`.
+    before its ``BEGIN``; a ``lock_waited`` event for ``BEGIN`` follows when its turn comes,
+    and the wait counts in :class:`LockStats`.
 ``sqlite_resilient.lock_error``
     A lock error reaches the caller: the budget is spent (the error is a
     :class:`~sqlite_resilient.DatabaseLockedError`), or retrying was unsafe (inside a

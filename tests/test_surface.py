@@ -43,6 +43,7 @@ OWN_NAMES = {
     "checkpoint",
     "connect",
     "db_transaction",
+    "exporters",
     "instrumentation",
     "is_lock_error",
     "is_testing",
