@@ -63,6 +63,7 @@ logger = logging.getLogger("sqlite_resilient")
 
 T = TypeVar("T")
 CursorT = TypeVar("CursorT", bound=sqlite3.Cursor)
+ErrorT = TypeVar("ErrorT", bound=sqlite3.Error)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -108,8 +109,7 @@ class ResilientCursor(sqlite3.Cursor):
         try:
             self._resilient._self_run_many(self, sql, seq_of_parameters)
         except sqlite3.DatabaseError as error:
-            self._resilient._self_explain(error)
-            raise
+            raise self._resilient._self_clearer(error) or error  # noqa: B904 - the cause is set
         return self
 
     def executescript(self, sql_script: str, /) -> Self:
@@ -119,8 +119,7 @@ class ResilientCursor(sqlite3.Cursor):
         try:
             _executescript(self, sql_script)
         except sqlite3.DatabaseError as error:
-            self._resilient._self_explain(error)
-            raise
+            raise self._resilient._self_clearer(error) or error  # noqa: B904 - the cause is set
         return self
 
     def __reduce_ex__(self, protocol: object) -> NoReturn:
@@ -147,10 +146,10 @@ def _run_statement(
         try:
             _execute(cursor, sql, parameters)
         except sqlite3.OperationalError as error:
-            proxy._self_after_error(error, started, cursor, sql, parameters)
+            if not proxy._self_retried(error, started, cursor, sql, parameters):
+                raise
     except sqlite3.DatabaseError as error:
-        proxy._self_explain(error)
-        raise
+        raise proxy._self_clearer(error) or error  # noqa: B904 - the cause is set
 
 
 @functools.lru_cache(maxsize=64)
@@ -278,21 +277,25 @@ class ResilientConnection(_ConnectionProxy):
         try:
             _execute(cursor, sql, parameters)
         except sqlite3.OperationalError as error:
-            self._self_after_error(error, started, cursor, sql, parameters)
+            if not self._self_retried(error, started, cursor, sql, parameters):
+                raise
 
-    def _self_after_error(
+    def _self_retried(
         self, error: sqlite3.OperationalError, started: float, cursor: sqlite3.Cursor, sql: str, parameters: Any
-    ) -> None:
-        """A statement begun outside a transaction failed: retry it while nothing was applied."""
+    ) -> bool:
+        """A statement begun outside a transaction failed: retry it while nothing was applied.
+        Return ``False`` when *error* is to propagate as it is (the caller re-raises it, so
+        that no frame of the library keeps it, and the cursor, alive in a reference cycle)."""
         connection = self.__wrapped__
         if not is_transient(error):
-            raise error
+            return False
         if connection.in_transaction:
             self._self_lock_error_in_transaction(error, started, current_scope())
-            raise error
+            return False
         self._self_retry(
             error, started, "execute", lambda: _execute(cursor, sql, parameters), lambda: not connection.in_transaction
         )
+        return True
 
     def _self_run_many(self, cursor: sqlite3.Cursor, sql: str, seq_of_parameters: Iterable[Any]) -> None:
         """Like :meth:`_self_run` for ``executemany``: retried only if no row was changed
@@ -324,13 +327,18 @@ class ResilientConnection(_ConnectionProxy):
             first, started, "executemany", lambda: _executemany(cursor, sql, seq_of_parameters), nothing_applied
         )
 
-    def _self_explain(self, error: sqlite3.DatabaseError) -> None:
-        """Raise, for a statement a read-only connection refused, an error that says what
-        was refused and why; return for any other error."""
+    def _self_clearer(self, error: sqlite3.DatabaseError) -> sqlite3.DatabaseError | None:
+        """The error to raise instead of *error* (caused by it), or ``None``: for a statement
+        a read-only connection refused, one that says what and why; for a damaged or vanished
+        file, one that names it."""
         guard = self._self_guard
         clear = guard.explain(error) if guard is not None else None
+        path = self._self_setup.path
+        if clear is None and path is not None and _file_error(error) and path not in str(error):
+            clear = _naming(error, path)
         if clear is not None:
-            raise clear from error
+            clear.__cause__, clear.__suppress_context__ = error, True
+        return clear
 
     def _self_lock_error_in_transaction(self, error: BaseException, started: float, scope: Scope | None) -> None:
         """A lock error that cannot be retried here propagates: report it, and tell the
@@ -551,6 +559,14 @@ class ResilientConnection(_ConnectionProxy):
     def checkpoint(self, mode: CheckpointMode = "passive") -> CheckpointResult:
         """Checkpoint the WAL (see :func:`sqlite_resilient.checkpoint`)."""
         return checkpoint(self, mode)
+
+    def close(self) -> None:
+        """:meth:`sqlite3.Connection.close`, and let go of the write gate's side file."""
+        gate = self._self_gate
+        self._self_gate = False
+        if gate:
+            gate.close()
+        self.__wrapped__.close()
 
     def transaction(self, mode: TransactionMode | None = None) -> Transaction[ResilientConnection]:
         """``with conn.transaction():`` is ``with db_transaction(conn):`` (see :func:`db_transaction`)."""
@@ -778,7 +794,7 @@ def _open_and_set_up(
     return raw
 
 
-def _naming(error: sqlite3.Error, path: str) -> sqlite3.Error:
+def _naming(error: ErrorT, path: str) -> ErrorT:
     """The same kind of error, with the database file named in its message."""
     named = type(error)(f"{error} (database {path!r})")
     copy_sqlite_error_code(error, named)
@@ -847,6 +863,20 @@ def _check_immutable_is_safe(path: str, filesystem: FileSystem, error: sqlite3.O
             f"{pending} bytes of changes, and without a usable -shm file they cannot be read; "
             "checkpoint it where it is writable (PRAGMA wal_checkpoint(TRUNCATE))"
         ) from error
+
+
+_FILE_ERRORS = {10: "disk I/O error", 11: "database disk image is malformed", 14: "unable to open database file"}
+_FILE_ERRORS[26] = "file is not a database"
+"""SQLite's primary codes (and messages) that are about the file itself: IOERR, CORRUPT,
+CANTOPEN, NOTADB (https://www.sqlite.org/rescode.html)."""
+
+
+def _file_error(error: sqlite3.Error) -> bool:
+    """Whether *error* is about the database file (damaged, vanished, unreadable)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _FILE_ERRORS
+    return str(error) in _FILE_ERRORS.values()
 
 
 def _is_cantopen(error: sqlite3.Error) -> bool:

@@ -112,10 +112,14 @@ class WriteGate:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        self.release()
-        os.close(self._fd)
+        """Release the gate and close the descriptor (once: later calls do nothing)."""
+        if self._fd >= 0:
+            self.release()
+            self.forget()
 
     def forget(self) -> None:
         """Close the descriptor without unlocking: in a child after ``fork()``, whose copy
         shares the lock with the parent's descriptor (closing a copy leaves it held)."""
-        os.close(self._fd)
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)

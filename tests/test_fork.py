@@ -232,6 +232,9 @@ def test_child_closes_its_copy_of_the_write_gate_and_the_parent_keeps_it(tmp_pat
         rival_gate = rival._self_writer_gate()
         assert rival_gate is not None
         assert not rival_gate.try_acquire()  # still the parent's
-    assert rival_gate.try_acquire()
-    rival_gate.release()
+    with contextlib.closing(sqlite_resilient.connect(tmp_path / "app.db")) as rival:
+        rival_gate = rival._self_writer_gate()
+        assert rival_gate is not None
+        assert rival_gate.try_acquire()
+        rival_gate.release()
     conn.close()
