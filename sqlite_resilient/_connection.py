@@ -199,6 +199,7 @@ class ResilientConnection(_ConnectionProxy):
         self._self_busy_ms = int(setup.pragmas["busy_timeout"])  # SQLite's own handler, at most
         self._self_busy_now = self._self_busy_ms  # what it is set to now
         self._self_fresh = True  # nothing ran since the transaction (autocommit=False) opened
+        self._self_ended = 0  # transactions ended through this proxy (commit, rollback)
         self._self_counters = LockCounters()
         self._self_gate: WriteGate | Literal[False] | None = None  # False: none for this database
         self._self_wal_check_at = 0.0  # when the next commit looks at the WAL's size
@@ -514,6 +515,7 @@ class ResilientConnection(_ConnectionProxy):
         """Roll back, as :meth:`sqlite3.Connection.rollback`."""
         self.__wrapped__.rollback()
         self._self_fresh = True
+        self._self_ended += 1
 
     def _self_finish(self, commit: Callable[[], object]) -> None:
         """Run *commit*; while it meets a lock and the transaction stays open, retry it."""
@@ -531,6 +533,7 @@ class ResilientConnection(_ConnectionProxy):
                 self._self_lock_error_in_transaction(error, started, scope)
                 raise
             self._self_retry(error, started, "commit", commit, lambda: connection.in_transaction)
+        self._self_ended += 1
         self._self_watch_wal()
 
     def _self_watch_wal(self) -> None:

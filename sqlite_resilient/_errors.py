@@ -93,6 +93,23 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+def transient_cause(exc: BaseException) -> BaseException | None:
+    """The error that makes *exc* transient (see :func:`is_transient`): *exc* itself, or the
+    driver error a wrapper carries as ``.orig`` (PEP 249 wrappers such as SQLAlchemy's) or
+    as its ``__cause__`` (``raise ... from``), a few levels deep; ``None`` if there is none.
+    ``__context__`` is not followed: an error raised while handling a lock error is another
+    error."""
+    for _ in range(4):
+        if is_transient(exc):
+            return exc
+        wrapped = getattr(exc, "orig", None)
+        following = wrapped if isinstance(wrapped, BaseException) else exc.__cause__
+        if following is None:
+            return None
+        exc = following
+    return None
+
+
 def copy_sqlite_error_code(source: BaseException, target: BaseException) -> None:
     """Give *target* the ``sqlite_errorcode``/``sqlite_errorname`` that *source* carries."""
     for name in ("sqlite_errorcode", "sqlite_errorname"):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol, TypeVar, ca
 
 import tenacity
 
-from ._errors import DatabaseLockedError, copy_sqlite_error_code, is_lock_error, is_transient
+from ._errors import DatabaseLockedError, copy_sqlite_error_code, is_lock_error, is_transient, transient_cause
 from ._settings import DEFAULT_SETTINGS, _check_timeout
 from .instrumentation import LOCK_ERROR, LOCK_WAITED, RETRY_SCHEDULED, WRITER_QUEUED, LockCounters, LockEvent, emit
 
@@ -106,6 +106,7 @@ def _upcoming_sleep(state: tenacity.RetryCallState) -> float:
 
 def exhausted(what: str, attempts: int, waited: float, budget: float, last: BaseException) -> DatabaseLockedError:
     """The error for a spent budget, carrying the SQLite code of the last lock error."""
+    last = transient_cause(last) or last  # the driver's error inside a wrapper's
     if isinstance(last, DatabaseLockedError) and last.__cause__ is not None:
         last = last.__cause__  # an inner budget gave up first: SQLite's error is the cause
     state = "database is locked" if is_lock_error(last) else f"{last} (waiting for a writer to recover the database)"
@@ -299,6 +300,7 @@ class Participant(Protocol):
     """What a scope needs of a :class:`~sqlite_resilient.ResilientConnection`."""
 
     _self_fresh: bool
+    _self_ended: int
     _self_busy_ms: int
     _self_busy_now: int
     _self_counters: LockCounters
@@ -336,8 +338,9 @@ class Scope:
         self.budget = budget
         self.started = time.monotonic()
         self.deadline = self.started + budget
-        # id(raw connection) -> (raw, proxy or None, whether it was in a transaction already)
-        self.seen: dict[int, tuple[sqlite3.Connection, Participant | None, bool]] = {}
+        # id(raw connection) -> (raw, proxy or None, whether it was in a transaction already,
+        # how many transactions the proxy had ended when the attempt last used it)
+        self.seen: dict[int, tuple[sqlite3.Connection, Participant | None, bool, int]] = {}
         self.bounded: dict[int, Participant] = {}  # proxies whose busy handler was lowered
         self.failed_on: Participant | None = None  # whose lock error ended the last attempt
         self.thread = threading.get_ident()
@@ -345,9 +348,12 @@ class Scope:
     def touch(self, raw: sqlite3.Connection, proxy: Participant | None) -> None:
         """Note that the attempt uses *raw* (wrapped by *proxy*), and keep SQLite's busy
         handler of *proxy* within what is left of the budget."""
-        if id(raw) not in self.seen:
+        seen = self.seen.get(id(raw))
+        if seen is None:
             outer = raw.in_transaction and not (proxy is not None and proxy._self_fresh and is_pep249(raw))
-            self.seen[id(raw)] = (raw, proxy, outer)
+            self.seen[id(raw)] = (raw, proxy, outer, proxy._self_ended if proxy is not None else 0)
+        elif proxy is not None and proxy._self_ended != seen[3]:
+            self.seen[id(raw)] = (raw, proxy, seen[2], proxy._self_ended)
         if proxy is not None:
             left_ms = int((self.deadline - time.monotonic()) * 1000)
             if left_ms < proxy._self_busy_now - BUSY_SLACK_MS:
@@ -365,15 +371,18 @@ class Scope:
     @property
     def outer_transaction(self) -> bool:
         """Whether the attempt used a connection whose transaction was open before the call."""
-        return any(outer for _, _, outer in self.seen.values())
+        return any(outer for _, _, outer, _ in self.seen.values())
 
     def lock_error_in(self, proxy: Participant) -> None:
         self.failed_on = proxy
 
     def attempt_failed(self) -> None:
-        """Roll back the transactions this attempt opened (never one open before the call)."""
-        for raw, proxy, outer in self.seen.values():
-            if not outer:
+        """Roll back the transactions this attempt opened: never one open before the call,
+        nor one begun after the attempt's own ended through the proxy (a pool, such as
+        SQLAlchemy's, may have rolled back the attempt's transaction and handed the
+        connection to another thread)."""
+        for raw, proxy, outer, ended in self.seen.values():
+            if not outer and (proxy is None or proxy._self_ended == ended):
                 with contextlib.suppress(sqlite3.ProgrammingError):  # closed by the function itself
                     rollback(raw, proxy)
 
@@ -412,7 +421,7 @@ class _Retrier:
         self.attempts = 0
 
     def may_retry(self, error: BaseException) -> bool:
-        return is_transient(error) and not self.scope.outer_transaction
+        return transient_cause(error) is not None and not self.scope.outer_transaction
 
     def start_attempt(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.attempts += 1
@@ -420,7 +429,7 @@ class _Retrier:
         self.scope.touch_arguments((*args, *kwargs.values()))
 
     def failed(self, error: BaseException) -> None:
-        if isinstance(error, sqlite3.OperationalError) and is_transient(error):
+        if transient_cause(error) is not None:
             self.scope.attempt_failed()
 
     def first_failed(self, error: BaseException, wait: float) -> dict[str, Any]:
@@ -473,7 +482,7 @@ class _Retrier:
 
     def finished(self, error: BaseException | None) -> None:
         """Report the call, if it met a lock: *error* is what the caller gets, or None."""
-        lock_error = error is not None and is_transient(error)
+        lock_error = error is not None and transient_cause(error) is not None
         if self.attempts == 1 and not lock_error:
             return
         if error is None:
@@ -512,10 +521,14 @@ def retry_on_lock(
 
     Rules:
 
-    - Only lock errors (:func:`~sqlite_resilient.is_lock_error`) are retried; any other
-      exception, ``KeyboardInterrupt`` and ``SystemExit`` included, propagates at once as
-      the same object.
-    - Before a re-run, the transactions the failed attempt opened are rolled back.
+    - Only lock errors (:func:`~sqlite_resilient.is_lock_error`) are retried, also inside
+      another error that carries one as ``.orig`` (PEP 249 wrappers: SQLAlchemy's
+      ``OperationalError``) or as its ``__cause__``; any other exception,
+      ``KeyboardInterrupt`` and ``SystemExit`` included, propagates at once as the same
+      object.
+    - Before a re-run, the transactions the failed attempt opened are rolled back, unless
+      one already ended through the connection (a pool rolled it back; the connection may
+      be another thread's by then).
     - A transaction that was already open on a connection before the call is neither
       retried, rolled back nor committed: the lock error propagates to its owner.
     - Both rules apply to the connections the library sees: every
@@ -571,7 +584,7 @@ def _decorate_sync(fn: Callable[P, T], budget: float, attempts: int | None) -> C
         try:
             try:
                 result = attempt()
-            except sqlite3.OperationalError as error:
+            except Exception as error:
                 if not retrier.may_retry(error):
                     raise
                 wait = backoff(1)
@@ -613,7 +626,7 @@ def _decorate_async(fn: Callable[P, Awaitable[T]], budget: float, attempts: int 
         try:
             try:
                 result = await attempt()
-            except sqlite3.OperationalError as error:
+            except Exception as error:
                 if not retrier.may_retry(error):
                     raise
                 wait = backoff(1)

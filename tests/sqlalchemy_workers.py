@@ -10,7 +10,7 @@ Setups (how a worker makes its engine, see :func:`make_engine`):
 ``recipe-module`` / ``recipe-creator``
     The recipe: ``module=sqlite_resilient`` (or ``creator=``) with ``isolation_level=None``
     and a ``begin`` event that emits ``BEGIN IMMEDIATE``; units of work decorated with
-    ``@retry_on_lock`` over :func:`unwrap_lock_errors`.
+    ``@retry_on_lock`` (which finds the lock error inside SQLAlchemy's own).
 ``module``
     ``create_engine(url, module=sqlite_resilient)`` and nothing else.
 ``sqlite3``
@@ -37,13 +37,11 @@ Commands:
 
 from __future__ import annotations
 
-import functools
-import sqlite3
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, exc, select
+from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sqlite_resilient
@@ -120,22 +118,6 @@ def recipe_engine(database: str, how: str = "module", **connect_args: Any) -> En
     return engine
 
 
-def unwrap_lock_errors(fn: Callable[P, T]) -> Callable[P, T]:
-    """Re-raise a SQLite lock error that SQLAlchemy wrapped in its ``OperationalError`` as
-    the :mod:`sqlite3` error itself, which ``@retry_on_lock`` (applied over this) retries."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except exc.OperationalError as error:
-            if isinstance(error.orig, sqlite3.OperationalError) and sqlite_resilient.is_lock_error(error.orig):
-                raise error.orig from error
-            raise
-
-    return wrapper
-
-
 def read_only_engine(database: str, how: str = "module") -> Engine:
     """An engine of read-only connections (``read_only=True``) for reads (SQLAlchemy's
     dialect reads ``PRAGMA read_uncommitted`` at the first connection: the guard lets that
@@ -204,7 +186,7 @@ def stepped(setup: str, database: str) -> int:
 
     run = unit_of_work
     if setup.startswith("recipe"):
-        run = sqlite_resilient.retry_on_lock(unwrap_lock_errors(unit_of_work))
+        run = sqlite_resilient.retry_on_lock(unit_of_work)
     try:
         with engine.connect():  # the pool's first connection, and the dialect set up
             pass
@@ -228,7 +210,6 @@ def increment(setup: str, database: str, count: int, name: str) -> int:
         connections.append(dbapi_connection)
 
     @sqlite_resilient.retry_on_lock
-    @unwrap_lock_errors
     def bump() -> None:
         with Session(engine) as session, session.begin():
             counter = session.get(Counter, 1)

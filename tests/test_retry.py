@@ -863,3 +863,116 @@ def test_threads_have_their_own_retry_scope(db: Path, close_later: CloseLater[Re
     bump_in_another_thread()
     assert outcome == [101]
     assert calls == 2
+
+
+# -- lock errors inside other errors ----------------------------------------------------------
+
+
+class DriverError(Exception):
+    """A PEP 249 wrapper in the manner of SQLAlchemy's: the driver's error is ``.orig``."""
+
+    def __init__(self, orig: BaseException) -> None:
+        super().__init__(f"(wrapped) {orig}")
+        self.orig = orig
+
+
+@pytest.mark.parametrize("carried", ["orig", "cause", "context"])
+def test_lock_errors_inside_wrappers_are_retried(
+    tmp_path: Path,
+    lock_holder: StartLockHolder,
+    no_backoff: None,
+    close_later: CloseLater[ResilientConnection],
+    carried: str,
+) -> None:
+    """A lock error that another error carries as ``.orig`` (PEP 249 wrappers such as
+    SQLAlchemy's) or as its ``__cause__`` re-runs the function like the lock error itself;
+    one that is only the ``__context__`` of another error (raised while handling it) is not a
+    lock error, and propagates after one attempt."""
+    locked = make_database(tmp_path / "locked.db")
+    lock_holder(locked, "EXCLUSIVE")
+    conn = close_later(sqlite_resilient.connect(locked, timeout=0.05))
+    attempts: list[int] = []
+
+    @retry_on_lock(timeout=30, attempts=3)
+    def through_a_wrapper() -> str:
+        attempts.append(1)
+        if len(attempts) == 3:
+            return "done"
+        try:
+            conn.execute("INSERT INTO t VALUES (1)")
+        except sqlite3.OperationalError as error:
+            if carried == "orig":
+                raise DriverError(error) from None
+            if carried == "cause":
+                raise RuntimeError("wrapped") from error
+            raise RuntimeError("raised while handling a lock error")  # noqa: B904 - the point of the case
+        raise AssertionError("the insert met no lock")
+
+    if carried == "context":
+        with pytest.raises(RuntimeError, match="while handling"):
+            through_a_wrapper()
+        assert len(attempts) == 1
+    else:
+        assert through_a_wrapper() == "done"
+        assert len(attempts) == 3
+
+
+def test_spent_budget_through_a_wrapper_gives_the_sqlite_error(
+    tmp_path: Path, lock_holder: StartLockHolder, no_backoff: None, close_later: CloseLater[ResilientConnection]
+) -> None:
+    """When the attempts run out on wrapped lock errors, the caller gets
+    ``DatabaseLockedError`` whose cause is SQLite's own error (with its code), not the
+    wrapper."""
+    locked = make_database(tmp_path / "locked.db")
+    lock_holder(locked, "EXCLUSIVE")
+    conn = close_later(sqlite_resilient.connect(locked, timeout=0.05))
+
+    @retry_on_lock(timeout=30, attempts=2)
+    def always_locked() -> None:
+        try:
+            conn.execute("INSERT INTO t VALUES (1)")
+        except sqlite3.OperationalError as error:
+            raise DriverError(error) from None
+
+    with pytest.raises(DatabaseLockedError, match="gave up after 2 attempts") as caught:
+        always_locked()
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    assert not isinstance(caught.value.__cause__, DriverError)
+    if sys.version_info >= (3, 11):
+        assert caught.value.sqlite_errorname.startswith("SQLITE_BUSY")
+
+
+def test_a_transaction_begun_after_the_attempts_own_ended_is_left_alone(
+    db: Path, tmp_path: Path, lock_holder: StartLockHolder, close_later: CloseLater[ResilientConnection]
+) -> None:
+    """A pool (SQLAlchemy's) rolls back an attempt's transaction on error and may hand the
+    connection to another thread, which begins its own, before the decorator cleans up: the
+    decorator rolls back only transactions still the attempt's, so the other thread's
+    transaction survives and commits."""
+    shared = close_later(sqlite_resilient.connect(db, isolation_level=None, check_same_thread=False))
+    locked = make_database(tmp_path / "locked.db")
+    lock_holder(locked, "EXCLUSIVE")
+    impatient = close_later(sqlite_resilient.connect(locked, timeout=0.05))
+
+    def other_thread_begins() -> None:
+        shared.execute("BEGIN IMMEDIATE")
+        shared.execute("INSERT INTO t VALUES ('other thread')")
+
+    @retry_on_lock(timeout=30, attempts=1)
+    def unit_of_work() -> None:
+        shared.execute("BEGIN IMMEDIATE")
+        shared.execute("INSERT INTO t VALUES ('attempt')")
+        try:
+            impatient.execute("INSERT INTO t VALUES (1)")
+        except sqlite3.OperationalError:
+            shared.rollback()  # what the pool does with a connection whose unit of work failed
+            thread, outcome = run_in_thread(other_thread_begins)
+            thread.join(HELPER_TIMEOUT)
+            assert outcome == [None]
+            raise
+
+    with pytest.raises(DatabaseLockedError):
+        unit_of_work()
+    assert shared.in_transaction
+    shared.commit()
+    assert query(db, "SELECT x FROM t") == [("other thread",)]

@@ -333,29 +333,11 @@ def deferred_engine(database: str) -> Engine:
     return engine
 
 
-DECORATOR_GAP = (
-    "library gap: retry_on_lock catches only sqlite3.OperationalError and is_transient() does not look "
-    "into SQLAlchemy's wrapper (exc.orig / __cause__), so a lock error raised through SQLAlchemy is not retried"
-)
-
-
-@pytest.mark.parametrize(
-    "unwrap",
-    [
-        pytest.param(
-            False,
-            id="retry_on_lock",
-            marks=pytest.mark.xfail(strict=True, raises=exc.OperationalError, reason=DECORATOR_GAP),
-        ),
-        pytest.param(True, id="retry_on_lock+unwrap_lock_errors"),
-    ],
-)
-def test_retry_on_lock_reruns_a_session_unit_of_work(
-    database: str, engines: Callable[[Engine], Engine], unwrap: bool
-) -> None:
+def test_retry_on_lock_reruns_a_session_unit_of_work(database: str, engines: Callable[[Engine], Engine]) -> None:
     """A Session unit of work whose first attempt meets ``SQLITE_BUSY_SNAPSHOT`` (another
     connection commits between its read and its write) is rolled back and re-run whole by
-    ``@retry_on_lock``: the second attempt reads the new value, and no update is lost."""
+    ``@retry_on_lock``, which finds the lock error inside SQLAlchemy's ``OperationalError``
+    (``.orig``): the second attempt reads the new value, and no update is lost."""
     engine = engines(deferred_engine(database))
     create_schema(engine)
     other = sqlite3.connect(database, isolation_level=None)
@@ -372,9 +354,7 @@ def test_retry_on_lock_reruns_a_session_unit_of_work(
             session.flush()
             return counter.value
 
-    bump = sqlite_resilient.retry_on_lock(timeout=10, attempts=3)(
-        sqlalchemy_workers.unwrap_lock_errors(unit_of_work) if unwrap else unit_of_work
-    )
+    bump = sqlite_resilient.retry_on_lock(timeout=10, attempts=3)(unit_of_work)
     try:
         assert bump() == 101
     finally:
@@ -388,7 +368,7 @@ def test_recipe_retries_a_unit_of_work_past_the_connection_budget(
 ) -> None:
     """With the recipe, a lock held longer than a connection's budget fails an attempt at
     ``BEGIN IMMEDIATE`` (``DatabaseLockedError`` inside SQLAlchemy's error);
-    ``@retry_on_lock`` over ``unwrap_lock_errors`` re-runs the unit of work within its own,
+    ``@retry_on_lock`` re-runs the unit of work within its own,
     longer budget, and it commits once the other process lets go."""
     engine = engines(recipe_engine(database, "creator", timeout=0.2))
     create_schema(engine)
@@ -396,7 +376,6 @@ def test_recipe_retries_a_unit_of_work_past_the_connection_budget(
     attempts: list[int] = []
 
     @sqlite_resilient.retry_on_lock(timeout=WAIT)
-    @sqlalchemy_workers.unwrap_lock_errors
     def bump() -> int:
         attempts.append(1)
         with Session(engine) as session, session.begin():
