@@ -22,7 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -373,6 +373,25 @@ def fill_disk(directory: Path) -> Path:
     return filler
 
 
+def fill_until_full(attempt: Callable[[int], None], txns: Iterable[int]) -> tuple[list[int], BaseException, float]:
+    """Run ``attempt(txn)`` for each txn until one fails: the txns acknowledged before, the
+    failure (SQLite's "database or disk is full", not a lock error) and how long it took."""
+    acknowledged: list[int] = []
+    for txn in txns:
+        started = time.monotonic()
+        try:
+            attempt(txn)
+        except sqlite3.OperationalError as error:
+            failure, seconds = error, time.monotonic() - started
+            break
+        acknowledged.append(txn)
+    else:
+        raise AssertionError("the disk never filled up")
+    assert str(failure) == "database or disk is full"
+    assert not is_lock_error(failure)
+    return acknowledged, failure, seconds
+
+
 @pytest.mark.mounts
 @pytest.mark.parametrize("journal", JOURNALS)
 def test_full_disk_fails_at_once_and_keeps_every_acknowledged_commit(
@@ -400,23 +419,14 @@ def test_full_disk_fails_at_once_and_keeps_every_acknowledged_commit(
                 for i in range(4):
                     conn.execute("INSERT INTO t VALUES (?, ?, ?)", (txn, i, BLOB))
 
-        acknowledged: list[int] = []
-        failure: sqlite3.OperationalError | None = None
-        for txn in range(200):  # 200 * 32 KB: far more than 1 MiB
+        def attempt(txn: int) -> None:
+            nonlocal calls
             calls = 0
-            started = time.monotonic()
-            try:
-                add(txn)
-            except sqlite3.OperationalError as error:
-                failure = error
-                seconds = time.monotonic() - started
-                break
-            acknowledged.append(txn)
-        assert failure is not None
-        assert str(failure) == "database or disk is full"
+            add(txn)
+
+        acknowledged, failure, seconds = fill_until_full(attempt, range(200))  # 200 * 32 KB: far more than 1 MiB
         assert getattr(failure, "sqlite_errorname", "SQLITE_FULL") == "SQLITE_FULL"
         assert not isinstance(failure, DatabaseLockedError)
-        assert not is_lock_error(failure)
         assert calls == 1
         assert conn.lock_stats == LockStats()
         assert [event for event in events if isinstance(event, LockEvent)] == []
@@ -476,23 +486,14 @@ def test_wal_pinned_by_a_reader_fills_the_disk_and_a_checkpoint_frees_it(tmpfs_m
                 conn.execute("UPDATE counter SET n = n + 1")
                 conn.execute("INSERT INTO log VALUES (?, ?)", (txn, bytes(200)))
 
-        acknowledged: list[int] = []
+        def attempt(txn: int) -> None:
+            nonlocal calls
+            calls = 0
+            bump(txn)
+
         with reader.transaction():
             assert reader.execute("SELECT n FROM counter").fetchone() == (0,)
-            failure: sqlite3.OperationalError | None = None
-            for txn in range(1, 2000):
-                calls = 0
-                started = time.monotonic()
-                try:
-                    bump(txn)
-                except sqlite3.OperationalError as error:
-                    failure = error
-                    seconds = time.monotonic() - started
-                    break
-                acknowledged.append(txn)
-            assert failure is not None
-            assert str(failure) == "database or disk is full"
-            assert not is_lock_error(failure)
+            acknowledged, _, seconds = fill_until_full(attempt, range(1, 2000))
             assert calls == 1
             assert seconds < conn.timeout
             assert conn.lock_stats == LockStats()
