@@ -201,6 +201,7 @@ class LoggingHook:
                     "database": event.database,
                     "reason": event.reason,
                     "journal_mode": event.journal_mode,
+                    "first": event.first,
                 },
             )
             return

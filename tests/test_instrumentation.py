@@ -234,3 +234,31 @@ def test_wal_fallback_is_an_event(ro_mount: tuple[Path, Path], events: list[inst
     )
     assert "read-only filesystem" in first.reason
     assert not second.first
+
+
+def test_logging_hook_gives_fallback_records_every_field(caplog: pytest.LogCaptureFixture) -> None:
+    """A WAL fallback is logged at WARNING the first time and at DEBUG after, with every
+    field of the event as ``extra`` (``first`` included)."""
+    caplog.set_level(logging.DEBUG, logger="sqlite_resilient")
+    hook = instrumentation.LoggingHook()
+    for first in (True, False):
+        hook(
+            FallbackEvent(
+                name="sqlite_resilient.wal_fallback",
+                database="/srv/app.db",
+                reason="read-only filesystem",
+                journal_mode="delete",
+                first=first,
+            )
+        )
+    warning, debug = caplog.records
+    assert (warning.levelno, debug.levelno) == (logging.WARNING, logging.DEBUG)
+    fields = vars(warning)
+    assert (fields["event"], fields["database"], fields["reason"], fields["journal_mode"], fields["first"]) == (
+        "sqlite_resilient.wal_fallback",
+        "/srv/app.db",
+        "read-only filesystem",
+        "delete",
+        True,
+    )
+    assert vars(debug)["first"] is False
