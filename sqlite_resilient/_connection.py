@@ -139,7 +139,11 @@ def _run_statement(
     """Run one statement of *proxy* on *cursor*: the common case (no transaction open, no
     decorated call) straight through, everything else by :meth:`ResilientConnection._self_run`."""
     try:
-        if connection.in_transaction or _current.get() is not None:
+        in_transaction = connection.in_transaction
+        if not in_transaction and sql[:1] in _MAYBE_BEGIN and _begins_writing(sql):
+            proxy._self_begin_statement(sql)
+            return
+        if in_transaction or _current.get() is not None:
             proxy._self_run(cursor, sql, parameters)
             return
         started = time.monotonic()
@@ -150,6 +154,17 @@ def _run_statement(
                 raise
     except sqlite3.DatabaseError as error:
         raise proxy._self_clearer(error) or error  # noqa: B904 - the cause is set
+
+
+_MAYBE_BEGIN = "bB \t\n\r"
+"""The first characters of a statement worth a closer look by :func:`_begins_writing`."""
+
+
+def _begins_writing(sql: str) -> bool:
+    """Whether *sql* is ``BEGIN IMMEDIATE`` or ``BEGIN EXCLUSIVE`` (any case, ``TRANSACTION``
+    and a ``;`` allowed): a write transaction begun by a statement, as SQLAlchemy sends."""
+    words = sql.replace(";", " ").upper().split()
+    return len(words) in (2, 3) and words[0] == "BEGIN" and words[1] in ("IMMEDIATE", "EXCLUSIVE")
 
 
 @functools.lru_cache(maxsize=64)
@@ -203,6 +218,7 @@ class ResilientConnection(_ConnectionProxy):
         self._self_counters = LockCounters()
         self._self_gate: WriteGate | Literal[False] | None = None  # False: none for this database
         self._self_wal_check_at = 0.0  # when the next commit looks at the WAL's size
+        self._self_gate_by_statement = False  # the gate is held for a BEGIN statement's transaction
         _live_connections.add(self)
 
     # -- what connect() set up -------------------------------------------------------------
@@ -274,6 +290,9 @@ class ResilientConnection(_ConnectionProxy):
                 if is_transient(error):
                     self._self_lock_error_in_transaction(error, started, scope)
                 raise
+            finally:
+                if self._self_gate_by_statement:
+                    self._self_statement_ended()  # a COMMIT, ROLLBACK or SQLite's own rollback
             return
         try:
             _execute(cursor, sql, parameters)
@@ -415,6 +434,18 @@ class ResilientConnection(_ConnectionProxy):
             self._self_set_busy(self._self_busy_ms)
         return gate is not None and gate.held
 
+    def _self_begin_statement(self, sql: str) -> None:
+        """Run a ``BEGIN IMMEDIATE``/``EXCLUSIVE`` statement like :func:`db_transaction`'s:
+        queued at the write gate, within the budget. The gate is let go when the transaction
+        ends: at ``commit()``/``rollback()``, or at the first statement that finds it ended."""
+        self._self_gate_by_statement = self._self_begin(sql, write=True)
+
+    def _self_statement_ended(self) -> None:
+        """Let the next writer in if the transaction a ``BEGIN`` statement opened has ended."""
+        if self._self_gate_by_statement and not self.__wrapped__.in_transaction:
+            self._self_gate_by_statement = False
+            self._self_leave_gate()
+
     def _self_queue(self, gate: WriteGate, started: float, budget: float) -> None:
         """Wait at the write gate within *budget*: reported as a queued writer and, when the
         wait ends, as a lock wait (counted in :attr:`lock_stats`). Without the gate in time,
@@ -508,12 +539,18 @@ class ResilientConnection(_ConnectionProxy):
     def commit(self) -> None:
         """Commit; a ``COMMIT`` that meets a lock keeps the transaction open and is retried
         within the budget."""
-        self._self_finish(self.__wrapped__.commit)
+        try:
+            self._self_finish(self.__wrapped__.commit)
+        finally:
+            self._self_statement_ended()
         self._self_fresh = True
 
     def rollback(self) -> None:
         """Roll back, as :meth:`sqlite3.Connection.rollback`."""
-        self.__wrapped__.rollback()
+        try:
+            self.__wrapped__.rollback()
+        finally:
+            self._self_statement_ended()
         self._self_fresh = True
         self._self_ended += 1
 
@@ -566,7 +603,7 @@ class ResilientConnection(_ConnectionProxy):
     def close(self) -> None:
         """:meth:`sqlite3.Connection.close`, and let go of the write gate's side file."""
         gate = self._self_gate
-        self._self_gate = False
+        self._self_gate, self._self_gate_by_statement = False, False
         if gate:
             gate.close()
         self.__wrapped__.close()

@@ -58,7 +58,8 @@ class Settings:
             ``autocommit``. Taking the write lock at the start is what makes waiting and
             retrying safe.
         writer_queue: Queue the ``IMMEDIATE``/``EXCLUSIVE`` transactions that
-            :func:`db_transaction` begins on an advisory lock of the side file
+            :func:`db_transaction` begins (and those a ``BEGIN IMMEDIATE``/``EXCLUSIVE``
+            statement begins) on an advisory lock of the side file
             ``<database>-writers``, so that the write lock passes to the next waiting writer
             the moment it is released, instead of after SQLite's busy handler has slept.
             Skipped where it cannot work (network filesystems, no side file can be opened).

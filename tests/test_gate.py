@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import LockHolder
+from conftest import LockHolder, run_in_thread
 
 import sqlite_resilient
 from sqlite_resilient import DEFAULT_SETTINGS, ResilientConnection, instrumentation
@@ -181,3 +181,75 @@ def test_gate_is_released_when_begin_fails(
         other.execute("INSERT INTO t VALUES (1)")
     assert threading.active_count() == thread_started  # taken at once: no waiter thread
     assert rows(db) == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("begin", "end"),
+    [
+        ("BEGIN IMMEDIATE", "commit()"),
+        ("begin exclusive transaction;", "rollback()"),
+        ("  BEGIN IMMEDIATE", "COMMIT"),
+        ("BEGIN IMMEDIATE", "END"),
+    ],
+)
+def test_begin_statements_queue_at_the_gate_too(
+    db: Path, connections: Callable[..., ResilientConnection], begin: str, end: str
+) -> None:
+    """A write transaction begun by a statement (as SQLAlchemy sends ``BEGIN IMMEDIATE``)
+    holds the gate like ``db_transaction``'s, and lets it go when it ends, whether by
+    ``commit()``/``rollback()`` or by a COMMIT/END statement."""
+    writer = connections(db, isolation_level=None)
+    rival = connections(db)
+    writer.execute(begin)
+    assert writer.in_transaction
+    gate = rival._self_writer_gate()
+    assert gate is not None
+    assert not gate.try_acquire()
+    writer.execute("INSERT INTO t VALUES (1)")
+    if end.endswith("()"):
+        getattr(writer, end[:-2])()
+    else:
+        writer.execute(end)
+    assert not writer.in_transaction
+    assert gate.try_acquire()
+    gate.release()
+
+
+def test_deferred_begin_statements_do_not_queue(db: Path, connections: Callable[..., ResilientConnection]) -> None:
+    """``BEGIN`` and ``BEGIN DEFERRED`` take no write lock at first, so no gate either."""
+    writer = connections(db, isolation_level=None)
+    gate = connections(db)._self_writer_gate()
+    assert gate is not None
+    for begin in ("BEGIN", "BEGIN DEFERRED", "BEGIN TRANSACTION"):
+        writer.execute(begin)
+        assert gate.try_acquire()
+        gate.release()
+        writer.rollback()
+
+
+def test_second_begin_statement_waits_for_the_first_transaction(
+    db: Path, connections: Callable[..., ResilientConnection], events: list[instrumentation.Event]
+) -> None:
+    """Two connections writing through ``BEGIN IMMEDIATE`` statements take turns at the gate:
+    the second queues (``writer_queued``) and begins once the first has committed."""
+    first, second = connections(db, isolation_level=None), connections(db, isolation_level=None)
+    statements: list[str] = []
+    first.set_trace_callback(lambda sql: statements.append(f"first: {sql}"))
+    second.set_trace_callback(lambda sql: statements.append(f"second: {sql}"))
+    queued = threading.Event()
+    instrumentation.set_hooks([events.append, lambda event: queued.set() if event.name == WRITER_QUEUED else None])
+
+    def write() -> None:
+        second.execute("BEGIN IMMEDIATE")
+        second.execute("INSERT INTO t VALUES (2)")
+        second.commit()
+
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("INSERT INTO t VALUES (1)")
+    thread, outcome = run_in_thread(write)
+    assert queued.wait(10), outcome
+    first.commit()
+    thread.join(20)
+    assert outcome == [None]
+    assert statements.index("second: BEGIN IMMEDIATE") > statements.index("first: COMMIT")
+    assert rows(db) == [(1,), (2,)]
