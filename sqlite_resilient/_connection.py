@@ -905,25 +905,28 @@ def _check_immutable_is_safe(path: str, filesystem: FileSystem, error: sqlite3.O
         ) from error
 
 
-_FILE_ERRORS = {10: "disk I/O error", 11: "database disk image is malformed", 14: "unable to open database file"}
-_FILE_ERRORS[26] = "file is not a database"
-"""SQLite's primary codes (and messages) that are about the file itself: IOERR, CORRUPT,
-CANTOPEN, NOTADB (https://www.sqlite.org/rescode.html)."""
+_CANTOPEN = {SQLITE_CANTOPEN: "unable to open database file"}
+_FILE_ERRORS = {**_CANTOPEN, 10: "disk I/O error", 11: "database disk image is malformed", 26: "file is not a database"}
+"""SQLite's primary codes (and messages) that are about the file itself: CANTOPEN, IOERR,
+CORRUPT, NOTADB (https://www.sqlite.org/rescode.html)."""
+
+
+def _has_primary_code(error: sqlite3.Error, codes: Mapping[int, str]) -> bool:
+    """Whether *error* is one of *codes* (primary result codes): by its code where it
+    carries one (Python 3.11+), else by SQLite's message for the code."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in codes
+    return str(error) in codes.values()
 
 
 def _file_error(error: sqlite3.Error) -> bool:
     """Whether *error* is about the database file (damaged, vanished, unreadable)."""
-    code = getattr(error, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF in _FILE_ERRORS
-    return str(error) in _FILE_ERRORS.values()
+    return _has_primary_code(error, _FILE_ERRORS)
 
 
 def _is_cantopen(error: sqlite3.Error) -> bool:
-    code = getattr(error, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF == SQLITE_CANTOPEN
-    return str(error) == "unable to open database file"
+    return _has_primary_code(error, _CANTOPEN)
 
 
 _reported: dict[tuple[str, PragmaValue], PragmaValue] = {}
