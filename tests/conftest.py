@@ -20,6 +20,8 @@ from typing import IO, Any, Callable
 
 import pytest
 
+import sqlite_resilient
+
 HELPERS = Path(__file__).with_name("helpers.py")
 """The helper-process script (see its docstring for the commands it runs)."""
 
@@ -49,6 +51,17 @@ def _mount_or_skip(*args: str) -> None:
     result = _run("mount", *args)
     if result.returncode != 0:
         pytest.skip(f"mount {' '.join(args)} failed: {' '.join(result.stderr.split())}")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A WAL database (made by ``connect()``) with an empty table ``t(x)``; test files that
+    need another one define their own ``db``."""
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite_resilient.connect(path)) as conn:
+        conn.execute("CREATE TABLE t(x)")
+        conn.commit()
+    return path
 
 
 @pytest.fixture

@@ -68,15 +68,6 @@ def _default_hooks() -> Iterator[None]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "app.db"
-    with closing(sqlite_resilient.connect(path)) as conn:
-        conn.execute("CREATE TABLE t(x)")
-        conn.commit()
-    return path
-
-
-@pytest.fixture
 def registry() -> CollectorRegistry:
     """A private Prometheus registry (skipped without prometheus_client)."""
     prometheus_client = pytest.importorskip("prometheus_client")

@@ -28,15 +28,6 @@ WRITER_QUEUED = "sqlite_resilient.writer_queued"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "app.db"
-    with contextlib.closing(sqlite_resilient.connect(path)) as conn:
-        conn.execute("CREATE TABLE t(x)")
-        conn.commit()
-    return path
-
-
-@pytest.fixture
 def connections() -> Iterator[Callable[..., ResilientConnection]]:
     """Open connections that are closed at teardown."""
     opened: list[ResilientConnection] = []

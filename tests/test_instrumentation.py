@@ -26,15 +26,6 @@ LOCK_ERROR = "sqlite_resilient.lock_error"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "app.db"
-    with closing(sqlite_resilient.connect(path)) as conn:
-        conn.execute("CREATE TABLE t(x)")
-        conn.commit()
-    return path
-
-
-@pytest.fixture
 def conn(db: Path) -> Iterator[ResilientConnection]:
     with closing(sqlite_resilient.connect(db)) as connection:
         yield connection

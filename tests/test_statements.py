@@ -21,16 +21,6 @@ from sqlite_resilient import DatabaseLockedError, ResilientConnection, is_lock_e
 NO_SQLITE_WAIT = {"busy_timeout": 0}
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "app.db"
-    conn = sqlite_resilient.connect(path)
-    conn.execute("CREATE TABLE t(x)")
-    conn.commit()
-    conn.close()
-    return path
-
-
 def rows(path: Path) -> list[Any]:
     return sqlite3.connect(path).execute("SELECT x FROM t ORDER BY x").fetchall()
 

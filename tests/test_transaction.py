@@ -56,16 +56,6 @@ class Boom(Exception):
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    """A WAL database (made by ``connect()``) with an empty table ``t(x)``."""
-    path = tmp_path / "app.db"
-    with contextlib.closing(sqlite_resilient.connect(path)) as conn:
-        conn.execute("CREATE TABLE t(x)")
-        conn.commit()
-    return path
-
-
-@pytest.fixture
 def rollback_db(tmp_path: Path) -> Path:
     """A rollback-journal (``journal_mode=delete``) database with an empty table ``t(x)``."""
     path = tmp_path / "rollback.db"
