@@ -10,6 +10,7 @@ safe.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -350,12 +351,13 @@ class ResilientConnection(_ConnectionProxy):
     def _self_clearer(self, error: sqlite3.DatabaseError) -> sqlite3.DatabaseError | None:
         """The error to raise instead of *error* (caused by it), or ``None``: for a statement
         a read-only connection refused, one that says what and why; for a damaged or vanished
-        file, one that names it."""
+        file, one that names it (and says when its filesystem now refuses writes, as after
+        the kernel turned it read-only)."""
         guard = self._self_guard
         clear = guard.explain(error) if guard is not None else None
         path = self._self_setup.path
         if clear is None and path is not None and _file_error(error) and path not in str(error):
-            clear = _naming(error, path)
+            clear = _naming(error, path, " on a filesystem that is read-only now" if _refuses_writers(path) else "")
         if clear is not None:
             clear.__cause__, clear.__suppress_context__ = error, True
         return clear
@@ -427,6 +429,9 @@ class ResilientConnection(_ConnectionProxy):
                 self._self_retry(
                     error, started, "BEGIN", lambda: connection.execute(sql), lambda: not connection.in_transaction
                 )
+        except sqlite3.DatabaseError as error:
+            self._self_leave_gate()
+            raise self._self_clearer(error) or error  # noqa: B904 - the cause is set
         except BaseException:
             self._self_leave_gate()
             raise
@@ -834,9 +839,9 @@ def _open_and_set_up(
     return raw
 
 
-def _naming(error: ErrorT, path: str) -> ErrorT:
-    """The same kind of error, with the database file named in its message."""
-    named = type(error)(f"{error} (database {path!r})")
+def _naming(error: ErrorT, path: str, why: str = "") -> ErrorT:
+    """The same kind of error, with the database file named in its message (and *why*)."""
+    named = type(error)(f"{error} (database {path!r}{why})")
     copy_sqlite_error_code(error, named)
     return named
 
@@ -871,20 +876,41 @@ def _open_file(
 def _open_and_read(uri: str, setup: _SetUp, kwargs: dict[str, Any]) -> sqlite3.Connection:
     """Open *uri* and read the schema: a read-only open that cannot work fails here."""
     raw = _open(uri, True, setup.timeout, kwargs)
-    on_read_only_filesystem = setup.filesystem is not None and setup.filesystem.read_only
     try:
         call_within_budget(
             lambda: raw.execute("PRAGMA schema_version").fetchone(),
             timeout=setup.timeout,
             started=setup.started,
             what="connection set-up",
-            # no writer can ever recover a database there: only a lock is worth a wait
-            retryable=is_lock_error if on_read_only_filesystem else is_transient,
+            retryable=functools.partial(_worth_a_wait, setup),
         )
     except BaseException:
         raw.close()
         raise
     return raw
+
+
+def _worth_a_wait(setup: _SetUp, error: BaseException) -> bool:
+    """Whether connection set-up waits after *error*: a lock, or a database that a writer
+    must recover first (a hot journal) where a writer can. Not on a read-only filesystem,
+    even one that ``statvfs`` does not call so (the kernel turned it read-only after an I/O
+    error): there, SQLite's read-only error is raised at once."""
+    if is_lock_error(error):
+        return True
+    if not is_transient(error):
+        return False
+    return not (setup.filesystem is not None and setup.filesystem.read_only) and not _refuses_writers(setup.path)
+
+
+def _refuses_writers(path: str | None) -> bool:
+    """Whether the filesystem of *path* refuses to open it for writing (``EROFS``)."""
+    if path is None:
+        return False
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as error:
+        return error.errno == errno.EROFS
+    return False
 
 
 def _check_immutable_is_safe(path: str, filesystem: FileSystem, error: sqlite3.OperationalError) -> None:
@@ -958,6 +984,7 @@ def _apply_pragmas(raw: sqlite3.Connection, wanted: dict[str, PragmaValue], setu
             timeout=setup.timeout,
             started=setup.started,
             what="connection set-up",
+            retryable=functools.partial(_worth_a_wait, setup),
             before_retry=bound_busy_handler,
         )
 

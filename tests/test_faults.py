@@ -727,33 +727,13 @@ def test_filesystem_turned_read_only_fails_a_running_writer_at_once(read_only_ou
     assert error["seconds"] < WRITER_BUDGET, error
 
 
-_SAYS_IO_ERROR = (
-    "library bug: a running writer whose filesystem turned read-only gets SQLite's {}, which does not say read-only"
-)
-
-
 @pytest.mark.mounts
-@pytest.mark.parametrize(
-    "journal",
-    [
-        pytest.param(
-            "wal",
-            marks=pytest.mark.xfail(strict=True, reason=_SAYS_IO_ERROR.format("'disk I/O error' (SQLITE_IOERR_WRITE)")),
-        ),
-        pytest.param(
-            "delete",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=_SAYS_IO_ERROR.format(
-                    "'unable to open database file' (SQLITE_CANTOPEN: the hot -journal cannot be rolled back)"
-                ),
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("journal", JOURNALS)
 def test_filesystem_turned_read_only_error_says_read_only(read_only_outcome: ReadOnly, journal: str) -> None:
     """The error that ends a running writer when its filesystem turns read-only says so
-    ("readonly" or "read-only"), as a new writer's does."""
+    ("readonly" or "read-only"), as a new writer's does: SQLite's own is an I/O error
+    ('disk I/O error' in WAL mode; 'unable to open database file' in rollback-journal mode,
+    where the hot journal cannot be rolled back), which the library completes."""
     message = read_only_outcome(journal).writer_error["message"]
     assert "readonly" in message or "read-only" in message, message
 
@@ -782,23 +762,7 @@ def test_filesystem_turned_read_only_connected_reader(read_only_outcome: ReadOnl
 
 
 @pytest.mark.mounts
-@pytest.mark.parametrize(
-    "journal",
-    [
-        "wal",
-        pytest.param(
-            "delete",
-            marks=pytest.mark.xfail(
-                sys.version_info >= (3, 11),  # before, errors carry no code and this one is never waited for
-                strict=True,
-                reason="library bug: on a filesystem the kernel turned read-only (statvfs does not say so) a new "
-                "connection meets a hot journal it cannot roll back, SQLITE_READONLY_ROLLBACK, and treats it as "
-                "transient: it waits its whole budget and raises DatabaseLockedError (a lock error) instead of "
-                "the read-only error at once",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("journal", JOURNALS)
 def test_filesystem_turned_read_only_new_connections(read_only_outcome: ReadOnly, journal: str) -> None:
     """Connections opened after the filesystem turned read-only: in WAL mode a read-only
     one opens and sees what the connected reader sees, and a write connection fails at
@@ -920,7 +884,7 @@ def test_close_releases_every_file_of_the_database(tmp_path: Path, after: str) -
     connection from being the last one, which checkpoints the WAL. (The garbage collector
     is paused, so that only what ``close()`` does counts.)"""
     db = tmp_path / "app.db"
-    files = [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal", "-writers"))]
+    files = [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal", "-writers", "-writers-next"))]
     gc.collect()
     gc.disable()
     try:
