@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck clean
+.PHONY: demo test lint typecheck docs clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,12 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
+# The API reference (from the docstrings) and the command-line pages, into site/. --strict:
+# a reference to a missing object or section fails. The docs extra is installed on first use.
+docs: $(INSTALLED)
+	@$(BIN)/python -c 'import mkdocs, mkdocstrings_handlers.python' 2>/dev/null || \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[docs]'
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .nox .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .nox .mypy_cache .pytest_cache .ruff_cache .hypothesis site

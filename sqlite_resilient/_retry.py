@@ -12,6 +12,11 @@ Two layers retry, and only where nothing can be applied twice:
   transaction that was open before the call stops the retry. Statements inside a scope
   keep to its budget: SQLite's busy handler is bounded by what is left of it.
 
+A scope belongs to the thread that opened it. :mod:`sqlite_resilient.aio` runs statements in
+a worker thread per connection while the decorated coroutine awaits them: it lends the
+scope to that thread for each call (:func:`run_lent`), and tells the scope how to run a
+rollback there (:meth:`Scope.worker`), since :mod:`sqlite3` refuses it from another thread.
+
 When the budget is spent, :class:`~sqlite_resilient.DatabaseLockedError` is raised.
 """
 
@@ -24,7 +29,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol, TypeVar, cast, overload
 
@@ -49,6 +54,7 @@ __all__ = [
     "is_testing",
     "retry_after_lock_error",
     "retry_on_lock",
+    "run_lent",
     "set_testing",
 ]
 
@@ -311,6 +317,10 @@ class Participant(Protocol):
     def _self_set_busy(self, milliseconds: int) -> None: ...
 
 
+Runner = Callable[[Callable[[], None]], Awaitable[object]]
+"""``await run(fn)`` calls ``fn()`` in the thread that owns a connection (see :meth:`Scope.worker`)."""
+
+
 def is_pep249(raw: sqlite3.Connection) -> bool:
     """Whether *raw* runs with ``autocommit=False`` (Python 3.12+): a transaction is
     always open, so "in a transaction" says nothing of pending work."""
@@ -344,6 +354,8 @@ class Scope:
         self.bounded: dict[int, Participant] = {}  # proxies whose busy handler was lowered
         self.failed_on: Participant | None = None  # whose lock error ended the last attempt
         self.thread = threading.get_ident()
+        # id(proxy) -> (proxy, runner) of connections used in worker threads (see worker())
+        self.workers: dict[int, tuple[Participant, Runner]] = {}
 
     def touch(self, raw: sqlite3.Connection, proxy: Participant | None) -> None:
         """Note that the attempt uses *raw* (wrapped by *proxy*), and keep SQLite's busy
@@ -376,39 +388,90 @@ class Scope:
     def lock_error_in(self, proxy: Participant) -> None:
         self.failed_on = proxy
 
-    def attempt_failed(self) -> None:
-        """Roll back the transactions this attempt opened: never one open before the call,
-        nor one begun after the attempt's own ended through the proxy (a pool, such as
-        SQLAlchemy's, may have rolled back the attempt's transaction and handed the
-        connection to another thread)."""
-        for raw, proxy, outer, ended in self.seen.values():
+    def worker(self, proxy: Participant, run: Runner) -> None:
+        """Note that *proxy* is used in a worker thread, in which ``await run(fn)`` calls
+        ``fn()`` (:mod:`sqlite_resilient.aio`): the async decorator rolls it back and restores
+        its busy handler there, since :mod:`sqlite3` refuses both from another thread."""
+        self.workers[id(proxy)] = (proxy, run)
+
+    def _runner(self, proxy: Participant | None) -> Runner | None:
+        worker = self.workers.get(id(proxy)) if proxy is not None else None
+        return worker[1] if worker is not None and worker[0] is proxy else None
+
+    def _undo_attempt(self) -> Iterator[tuple[Participant | None, Callable[[], None]]]:
+        """The rollbacks of the transactions this attempt opened: never one open before
+        the call, nor one begun after the attempt's own ended through the proxy (a pool,
+        such as SQLAlchemy's, may have rolled back the attempt's transaction and handed
+        the connection to another thread)."""
+        for raw, proxy, outer, ended in list(self.seen.values()):
             if not outer and (proxy is None or proxy._self_ended == ended):
-                with contextlib.suppress(sqlite3.ProgrammingError):  # closed by the function itself
-                    rollback(raw, proxy)
+                yield proxy, functools.partial(rollback, raw, proxy)
+
+    def _undo_bounds(self) -> Iterator[tuple[Participant | None, Callable[[], None]]]:
+        for proxy in list(self.bounded.values()):
+            yield proxy, functools.partial(proxy._self_set_busy, proxy._self_busy_ms)
+
+    def attempt_failed(self) -> None:
+        """Roll back the transactions this attempt opened (see :meth:`_undo_attempt`)."""
+        for _, undo in self._undo_attempt():
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed by the function itself
+                undo()
+
+    async def attempt_failed_async(self) -> None:
+        """:meth:`attempt_failed`, each rollback in the thread of its connection."""
+        await self._run_all(self._undo_attempt())
 
     def next_attempt(self) -> None:
         self.seen.clear()
 
     def close(self) -> None:
         """Give the connections whose busy handler was lowered their own back."""
-        for proxy in self.bounded.values():
+        for _, undo in self._undo_bounds():
             with contextlib.suppress(sqlite3.ProgrammingError):  # closed meanwhile
-                proxy._self_set_busy(proxy._self_busy_ms)
+                undo()
+
+    async def close_async(self) -> None:
+        """:meth:`close`, each in the thread of its connection."""
+        await self._run_all(self._undo_bounds())
+
+    async def _run_all(self, calls: Iterable[tuple[Participant | None, Callable[[], None]]]) -> None:
+        for proxy, call in calls:
+            run = self._runner(proxy)
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed meanwhile
+                if run is None:
+                    call()
+                else:
+                    await run(call)
 
 
 _current: ContextVar[Scope | None] = ContextVar("sqlite_resilient_retry_scope", default=None)
+_lent_to: ContextVar[int] = ContextVar("sqlite_resilient_scope_lent_to", default=0)
+"""The thread to which the context's scope is lent for one call (see :func:`run_lent`)."""
 
 
 def current_scope() -> Scope | None:
     """The decorated call running in this thread (or asyncio task), if any.
 
     A thread that inherited the context of its creator (free-threaded Python 3.14 does so
-    by default) runs its own calls: a scope belongs to the thread that opened it.
+    by default) runs its own calls: a scope belongs to the thread that opened it, or to
+    the one it is lent to for a call (:func:`run_lent`).
     """
     scope = _current.get()
-    if scope is not None and scope.thread != threading.get_ident():
+    if scope is not None and scope.thread != threading.get_ident() and _lent_to.get() != threading.get_ident():
         return None
     return scope
+
+
+def run_lent(fn: Callable[[], T]) -> T:
+    """Call *fn* with the scope of the current context lent to this thread.
+
+    For a worker thread that runs one call on behalf of a task or thread that waits for it
+    (:mod:`sqlite_resilient.aio`), inside a copy of that caller's context
+    (``contextvars.copy_context().run(run_lent, fn)``): statements of *fn* then belong to
+    the caller's decorated call, if any, as if the caller ran them.
+    """
+    _lent_to.set(threading.get_ident())
+    return fn()
 
 
 class _Retrier:
@@ -620,7 +683,8 @@ def _decorate_async(fn: Callable[P, Awaitable[T]], budget: float, attempts: int 
             try:
                 return await fn(*args, **kwargs)
             except BaseException as error:
-                retrier.failed(error)
+                if transient_cause(error) is not None:
+                    await retrier.scope.attempt_failed_async()
                 raise
 
         try:
@@ -638,7 +702,7 @@ def _decorate_async(fn: Callable[P, Awaitable[T]], budget: float, attempts: int 
             raise
         finally:
             _current.reset(token)
-            retrier.scope.close()
+            await retrier.scope.close_async()
         retrier.finished(None)
         return result
 

@@ -135,25 +135,24 @@ class PrometheusHook:
 
     Metrics (with the default *namespace*):
 
-    ``sqlite_resilient_retries_total{operation, database}``
-        Lock errors retried after a backoff wait (``retry_scheduled`` events). A statement
-        retried inside a decorated function counts under both operations.
-    ``sqlite_resilient_lock_errors_total{operation, database, reason}``
-        Lock errors that reached the application (``lock_error`` events); ``reason`` is
-        ``budget_spent`` (a :class:`~sqlite_resilient.DatabaseLockedError`) or
-        ``not_retried`` (retrying was unsafe: a lock error inside a transaction).
-    ``sqlite_resilient_lock_wait_seconds{operation, database, outcome}``
-        Histogram of the time operations that met a lock took, from their start until they
-        succeeded (``outcome="acquired"``, ``lock_waited`` events) or gave up
-        (``outcome="error"``, ``lock_error`` events).
-    ``sqlite_resilient_writers_queued_total{operation, database}``
-        Write transactions that queued behind another of the library's writers before their
-        ``BEGIN`` (``writer_queued`` events, see ``Settings.writer_queue``; ``operation`` is
-        ``BEGIN``).
-    ``sqlite_resilient_wal_fallbacks_total{database, journal_mode}``
-        Connections opened where WAL cannot be used (``wal_fallback`` events);
-        ``journal_mode`` is the mode they run with: a rollback journal, or ``wal`` for a
-        database already in WAL mode and left so. The reason is logged, not a label.
+    - ``sqlite_resilient_retries_total{operation, database}``: lock errors retried after a
+      backoff wait (``retry_scheduled`` events). A statement retried inside a decorated
+      function counts under both operations.
+    - ``sqlite_resilient_lock_errors_total{operation, database, reason}``: lock errors that
+      reached the application (``lock_error`` events); ``reason`` is ``budget_spent`` (a
+      :class:`~sqlite_resilient.DatabaseLockedError`) or ``not_retried`` (retrying was
+      unsafe: a lock error inside a transaction).
+    - ``sqlite_resilient_lock_wait_seconds{operation, database, outcome}``: histogram of the
+      time operations that met a lock took, from their start until they succeeded
+      (``outcome="acquired"``, ``lock_waited`` events) or gave up (``outcome="error"``,
+      ``lock_error`` events).
+    - ``sqlite_resilient_writers_queued_total{operation, database}``: write transactions that
+      queued behind another of the library's writers before their ``BEGIN``
+      (``writer_queued`` events, see ``Settings.writer_queue``; ``operation`` is ``BEGIN``).
+    - ``sqlite_resilient_wal_fallbacks_total{database, journal_mode}``: connections opened
+      where WAL cannot be used (``wal_fallback`` events); ``journal_mode`` is the mode they
+      run with: a rollback journal, or ``wal`` for a database already in WAL mode and left
+      so. The reason is logged, not a label.
 
     Waits that SQLite's busy handler (``busy_timeout``) ends in success are not seen (see
     :class:`~sqlite_resilient.instrumentation.LockStats`): the metrics count what the library

@@ -11,20 +11,18 @@ take one event. The default hook, :class:`LoggingHook`, logs each event on the
 
 Event names:
 
-``sqlite_resilient.retry_scheduled``
-    A lock error will be retried after ``wait`` seconds of backoff.
-``sqlite_resilient.lock_waited``
-    An operation that met a lock succeeded after ``attempt`` attempts and ``waited`` seconds.
-``sqlite_resilient.writer_queued``
-    A write transaction waits for the writer ahead of it (see ``Settings.writer_queue``)
-    before its ``BEGIN``; a ``lock_waited`` event for ``BEGIN`` follows when its turn comes,
-    and the wait counts in :class:`LockStats`.
-``sqlite_resilient.lock_error``
-    A lock error reaches the caller: the budget is spent (the error is a
-    :class:`~sqlite_resilient.DatabaseLockedError`), or retrying was unsafe (inside a
-    transaction, or a transaction was open before a decorated call).
-``sqlite_resilient.wal_fallback``
-    WAL cannot be used for a database; a rollback journal is kept (:class:`FallbackEvent`).
+- ``sqlite_resilient.retry_scheduled``: a lock error will be retried after ``wait`` seconds
+  of backoff.
+- ``sqlite_resilient.lock_waited``: an operation that met a lock succeeded after
+  ``attempt`` attempts and ``waited`` seconds.
+- ``sqlite_resilient.writer_queued``: a write transaction waits for the writer ahead of it
+  (see ``Settings.writer_queue``) before its ``BEGIN``; a ``lock_waited`` event for
+  ``BEGIN`` follows when its turn comes, and the wait counts in :class:`LockStats`.
+- ``sqlite_resilient.lock_error``: a lock error reaches the caller: the budget is spent (the
+  error is a :class:`~sqlite_resilient.DatabaseLockedError`), or retrying was unsafe (inside
+  a transaction, or a transaction was open before a decorated call).
+- ``sqlite_resilient.wal_fallback``: WAL cannot be used for a database; a rollback journal
+  is kept (:class:`FallbackEvent`).
 
 Each :class:`~sqlite_resilient.ResilientConnection` also counts its lock waits in
 :attr:`~sqlite_resilient.ResilientConnection.lock_stats` (a :class:`LockStats`).
