@@ -749,7 +749,9 @@ def connect(
             ``detect_types``, ``isolation_level``, ``check_same_thread``, ``factory``,
             ``cached_statements``, ``autocommit``). Unless ``isolation_level`` or
             ``autocommit`` is given, implicit transactions begin ``IMMEDIATE`` on write
-            connections.
+            connections, and read-only connections have none (``isolation_level=None``:
+            the statements that would open one are writes, which are refused, and the
+            transaction would stay open, pinning a stale snapshot).
 
     Raises:
         ConfigurationError: a pragma, setting or argument is invalid (nothing was opened).
@@ -772,8 +774,11 @@ def connect(
     read_only = read_only or target.param("mode") == "ro"
     # Python 3.12+: applied after set-up, since autocommit=False opens a transaction at once
     autocommit = kwargs.pop("autocommit", _UNSET) if sys.version_info >= (3, 12) else _UNSET
-    if not read_only and settings.begin_immediate and autocommit is _UNSET and "autocommit" not in kwargs:
-        kwargs.setdefault("isolation_level", "IMMEDIATE")
+    if autocommit is _UNSET and "autocommit" not in kwargs:
+        if read_only:  # every implicit BEGIN precedes a write, which fails: it would stay open
+            kwargs.setdefault("isolation_level", None)
+        elif settings.begin_immediate:
+            kwargs.setdefault("isolation_level", "IMMEDIATE")
 
     setup = _SetUp(path=target.path, read_only=read_only, timeout=timeout, settings=settings)
     wanted = {**settings.pragmas, **explicit}

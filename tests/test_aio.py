@@ -373,25 +373,6 @@ def test_read_only_connection_reads_and_refuses_writes(db: Path) -> None:
     assert rows(db) == [(1,), (3,)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug (sync API too): on a read-only connection in the legacy transaction mode, "
-    "a refused write leaves the implicit BEGIN of sqlite3 open, so the next read pins a snapshot "
-    "that later commits of writers never reach (and the WAL cannot be checkpointed past it) "
-    "until the caller rolls back",
-)
-def test_refused_write_leaves_no_transaction_on_a_read_only_connection(db: Path) -> None:
-    """A write refused on a read-only connection leaves no transaction open: later reads
-    see later commits."""
-    with contextlib.closing(sqlite_resilient.connect(db, read_only=True)) as reader:
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            reader.execute("INSERT INTO t VALUES (1)")
-        assert reader.execute("SELECT count(*) FROM t").fetchone() == (0,)
-        commit_elsewhere(db, "INSERT INTO t VALUES (2)")
-        assert reader.execute("SELECT count(*) FROM t").fetchone() == (1,)
-        assert not in_transaction(reader)
-
-
 # -- @retry_on_lock on coroutines ----------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -105,6 +106,26 @@ def test_implicit_transactions_begin_immediate(db: Path) -> None:
     conn.execute("INSERT INTO t VALUES (1)")
     conn.commit()
     assert "BEGIN IMMEDIATE" in statements
+
+
+def test_read_only_connections_have_no_implicit_transactions(db: Path) -> None:
+    """A read-only connection's statements that would open an implicit transaction are
+    writes, which it refuses: no ``BEGIN`` is left open behind them, so later reads see
+    later commits (an open one would pin a stale snapshot, and the WAL behind it)."""
+    with contextlib.closing(sqlite_resilient.connect(db)) as writer:
+        writer.execute("CREATE TABLE t(x)")
+        writer.commit()
+        with contextlib.closing(sqlite_resilient.connect(db, read_only=True)) as reader:
+            assert reader.isolation_level is None
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                reader.execute("INSERT INTO t VALUES (1)")
+            assert not reader.in_transaction
+            assert table(reader) == []
+            writer.execute("INSERT INTO t VALUES (2)")
+            writer.commit()
+            assert table(reader) == [(2,)]
+        with contextlib.closing(sqlite_resilient.connect(db, read_only=True, isolation_level="")) as chosen:
+            assert chosen.isolation_level == ""  # the caller's choice is kept
 
 
 @pytest.mark.parametrize("level", [None, "DEFERRED", "EXCLUSIVE", ""])

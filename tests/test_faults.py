@@ -884,7 +884,7 @@ def test_close_releases_every_file_of_the_database(tmp_path: Path, after: str) -
     connection from being the last one, which checkpoints the WAL. (The garbage collector
     is paused, so that only what ``close()`` does counts.)"""
     db = tmp_path / "app.db"
-    files = [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal", "-writers", "-writers-next"))]
+    files = [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal", "-writers"))]
     gc.collect()
     gc.disable()
     try:

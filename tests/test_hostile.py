@@ -87,8 +87,7 @@ def test_hostile_statement_fails_clearly_and_changes_no_file(
         reader.execute(attempt.format(dir=database.parent)).fetchall()
     message = str(caught.value)
     assert "refused on a read-only connection" in message or "readonly database" in message, message
-    if reader.in_transaction:
-        reader.rollback()
+    assert not reader.in_transaction
     assert files(database.parent) == before
     assert reader.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,), (3,)]
     assert reader.execute("PRAGMA query_only").fetchone() == (1,)
@@ -169,8 +168,7 @@ def test_no_pragma_changes_a_file_on_a_read_only_connection(
     statement = f"PRAGMA {name}" if value is None else f"PRAGMA {name} = {value}"
     with contextlib.suppress(sqlite3.DatabaseError):
         reader.execute(statement).fetchall()
-    if reader.in_transaction:
-        reader.rollback()
+    assert not reader.in_transaction
     assert files(database.parent) == before
     assert reader.execute("PRAGMA query_only").fetchone() == (1,)
     assert reader.execute("SELECT count(*) FROM t").fetchone() == (3,)
