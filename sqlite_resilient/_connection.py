@@ -141,9 +141,14 @@ def _run_statement(
     decorated call) straight through, everything else by :meth:`ResilientConnection._self_run`."""
     try:
         in_transaction = connection.in_transaction
-        if not in_transaction and sql[:1] in _MAYBE_BEGIN and _begins_writing(sql):
-            proxy._self_begin_statement(sql)
-            return
+        if not in_transaction and sql[:1] in _MAYBE_WRITE:
+            begin = _write_begin(proxy, connection, sql)
+            if begin is sql:
+                proxy._self_begin_statement(sql)
+                return
+            if begin is not None:
+                proxy._self_begin_implicitly(begin, lambda: proxy._self_run(cursor, sql, parameters))
+                return
         if in_transaction or _current.get() is not None:
             proxy._self_run(cursor, sql, parameters)
             return
@@ -157,8 +162,32 @@ def _run_statement(
         raise proxy._self_clearer(error) or error  # noqa: B904 - the cause is set
 
 
-_MAYBE_BEGIN = "bB \t\n\r"
-"""The first characters of a statement worth a closer look by :func:`_begins_writing`."""
+_MAYBE_WRITE = "bBiIuUdDrR \t\n\r"
+"""The first characters of a statement worth a closer look by :func:`_write_begin`."""
+_DML = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+_LOCKING_LEVELS = ("IMMEDIATE", "EXCLUSIVE")
+
+
+def _write_begin(proxy: ResilientConnection, connection: sqlite3.Connection, sql: str) -> str | None:
+    """The statement that begins a write transaction for *sql*, outside a transaction:
+    *sql* itself if it is one (see :func:`_begins_writing`), or the ``BEGIN`` that
+    :mod:`sqlite3`'s legacy transaction mode sends before a DML statement (INSERT, UPDATE,
+    DELETE, REPLACE), when its ``isolation_level`` takes the write lock and the database has
+    a write gate. ``None`` for anything else, which :mod:`sqlite3` runs as it would.
+
+    The DML test is :mod:`sqlite3`'s own (the first word after blanks) without its skipping
+    of leading comments on 3.11+: a statement missed here only goes without the gate."""
+    stripped = sql.lstrip(" \t\n\r")
+    if stripped[:1] in "bB":
+        return sql if _begins_writing(sql) else None
+    if not stripped[:7].upper().startswith(_DML):
+        return None
+    level = connection.isolation_level
+    if level is None or level.upper() not in _LOCKING_LEVELS:
+        return None
+    if sys.version_info >= (3, 12) and connection.autocommit != sqlite3.LEGACY_TRANSACTION_CONTROL:
+        return None
+    return f"BEGIN {level}" if proxy._self_writer_gate() is not None else None
 
 
 def _begins_writing(sql: str) -> bool:
@@ -322,6 +351,15 @@ class ResilientConnection(_ConnectionProxy):
         """Like :meth:`_self_run` for ``executemany``: retried only if no row was changed
         and the parameters can be iterated again (a list or tuple, not an iterator)."""
         connection = self.__wrapped__
+        if not connection.in_transaction and sql[:1] in _MAYBE_WRITE:
+            begin = _write_begin(self, connection, sql)
+            if begin is not None and begin is not sql:
+                self._self_begin_implicitly(begin, lambda: self._self_run_many_now(cursor, sql, seq_of_parameters))
+                return
+        self._self_run_many_now(cursor, sql, seq_of_parameters)
+
+    def _self_run_many_now(self, cursor: sqlite3.Cursor, sql: str, seq_of_parameters: Iterable[Any]) -> None:
+        connection = self.__wrapped__
         scope = current_scope()
         if scope is not None:
             scope.touch(connection, self)
@@ -444,6 +482,36 @@ class ResilientConnection(_ConnectionProxy):
         queued at the write gate, within the budget. The gate is let go when the transaction
         ends: at ``commit()``/``rollback()``, or at the first statement that finds it ended."""
         self._self_gate_by_statement = self._self_begin(sql, write=True)
+
+    def _self_begin_implicitly(self, begin: str, run: Callable[[], None]) -> None:
+        """Run a DML statement outside a transaction (*run*), whose implicit transaction
+        (:mod:`sqlite3`'s legacy mode sends *begin* first) takes its turn at the write gate
+        like a ``BEGIN`` statement's (see :meth:`_self_begin_statement`).
+
+        With the gate free, the statement runs as in :mod:`sqlite3`, its ``BEGIN`` included,
+        and the gate is held until the transaction ends. Otherwise *begin* is sent here,
+        queued at the gate within the budget, before the statement; if the statement then
+        fails having changed nothing (it may not even have compiled, and then
+        :mod:`sqlite3` would have begun nothing), that transaction is rolled back: it holds
+        no change, only the lock."""
+        gate = self._self_gate
+        if gate and gate.try_acquire():
+            self._self_gate_by_statement = True
+            try:
+                run()
+            finally:
+                self._self_statement_ended()  # nothing began: let the gate go
+            return
+        connection = self.__wrapped__
+        self._self_begin_statement(begin)
+        changes = connection.total_changes
+        try:
+            run()
+        except BaseException:
+            if connection.in_transaction and connection.total_changes == changes:
+                connection.rollback()
+            self._self_statement_ended()
+            raise
 
     def _self_statement_ended(self) -> None:
         """Let the next writer in if the transaction a ``BEGIN`` statement opened has ended."""

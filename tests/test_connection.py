@@ -125,7 +125,8 @@ def test_read_only_connections_have_no_implicit_transactions(db: Path) -> None:
             writer.commit()
             assert table(reader) == [(2,)]
         with contextlib.closing(sqlite_resilient.connect(db, read_only=True, isolation_level="")) as chosen:
-            assert chosen.isolation_level == ""  # the caller's choice is kept
+            level: str | None = chosen.isolation_level
+            assert level == ""  # the caller's choice is kept
 
 
 @pytest.mark.parametrize("level", [None, "DEFERRED", "EXCLUSIVE", ""])

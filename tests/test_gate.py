@@ -244,3 +244,129 @@ def test_second_begin_statement_waits_for_the_first_transaction(
     assert outcome == [None]
     assert statements.index("second: BEGIN IMMEDIATE") > statements.index("first: COMMIT")
     assert rows(db) == [(1,), (2,)]
+
+
+def test_implicit_transactions_queue_at_the_gate_too(
+    db: Path, connections: Callable[..., ResilientConnection], events: list[instrumentation.Event]
+) -> None:
+    """Code written for :mod:`sqlite3` (an INSERT, then ``commit()``) opens its transactions
+    through the legacy mode's implicit ``BEGIN IMMEDIATE``: the library sends that BEGIN
+    itself, queued at the gate, so such writers take turns as well."""
+    first, second = connections(db), connections(db)
+    statements: list[str] = []
+    first.set_trace_callback(lambda sql: statements.append(f"first: {sql}"))
+    second.set_trace_callback(lambda sql: statements.append(f"second: {sql}"))
+    queued = threading.Event()
+    instrumentation.set_hooks([events.append, lambda event: queued.set() if event.name == WRITER_QUEUED else None])
+
+    def write() -> None:
+        second.execute("INSERT INTO t VALUES (2)")
+        second.commit()
+
+    first.execute("INSERT INTO t VALUES (1)")
+    assert first.in_transaction
+    thread, outcome = run_in_thread(write)
+    assert queued.wait(10), outcome
+    first.commit()
+    thread.join(20)
+    assert outcome == [None]
+    assert statements.index("second: BEGIN IMMEDIATE") > statements.index("first: COMMIT")
+    assert rows(db) == [(1,), (2,)]
+    gate = first._self_writer_gate()
+    assert gate is not None
+    assert gate.try_acquire()  # both let it go at commit()
+    gate.release()
+
+
+@pytest.mark.parametrize("level", [None, "", "DEFERRED"])
+def test_implicit_transactions_that_take_no_write_lock_do_not_queue(
+    db: Path, connections: Callable[..., ResilientConnection], level: str | None
+) -> None:
+    """Autocommit (``isolation_level=None``) and deferred implicit transactions take no write
+    lock at their BEGIN: they run as :mod:`sqlite3` runs them, without the gate."""
+    writer = connections(db, isolation_level=level)
+    gate = connections(db)._self_writer_gate()
+    assert gate is not None
+    writer.execute("INSERT INTO t VALUES (1)")
+    assert writer.in_transaction is (level is not None)
+    assert gate.try_acquire()
+    gate.release()
+    writer.commit()
+
+
+def test_a_failed_implicit_transaction_leaves_no_transaction_nor_gate(
+    db: Path, connections: Callable[..., ResilientConnection]
+) -> None:
+    """A DML statement that fails having changed nothing (here it does not even compile,
+    so :mod:`sqlite3` would have sent no BEGIN) leaves no transaction open and the gate
+    free; one that failed after changing rows (``INSERT OR FAIL``) keeps its transaction
+    open with those rows, as in :mod:`sqlite3`, and the gate until it ends."""
+    conn = connections(db)
+    gate = connections(db)._self_writer_gate()
+    assert gate is not None
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        conn.execute("INSERT INTO missing VALUES (1)")
+    assert not conn.in_transaction
+    assert gate.try_acquire()
+    gate.release()
+
+    conn.execute("CREATE UNIQUE INDEX t_x ON t(x)")
+    plain = sqlite3.connect(":memory:")
+    plain.execute("CREATE TABLE t(x UNIQUE)")
+    failing = "INSERT OR FAIL INTO t SELECT column1 FROM (VALUES (1), (2), (1))"
+    for each in (conn, plain):
+        with pytest.raises(sqlite3.IntegrityError):
+            each.execute(failing)
+        assert each.in_transaction
+        assert each.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,)]
+    plain.close()
+    assert not gate.try_acquire()
+    conn.commit()
+    assert gate.try_acquire()
+    gate.release()
+    assert rows(db) == [(1,), (2,)]
+
+
+def test_implicit_transactions_of_executemany_queue_too(
+    db: Path, connections: Callable[..., ResilientConnection]
+) -> None:
+    """``executemany`` of a DML statement begins its implicit transaction at the gate as
+    well, and lets it go at ``commit()``."""
+    writer = connections(db)
+    gate = connections(db)._self_writer_gate()
+    assert gate is not None
+    writer.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+    assert writer.in_transaction
+    assert not gate.try_acquire()
+    writer.commit()
+    assert gate.try_acquire()
+    gate.release()
+    assert rows(db) == [(1,), (2,)]
+
+
+def test_a_queued_implicit_transaction_whose_statement_fails_is_rolled_back(
+    db: Path, connections: Callable[..., ResilientConnection]
+) -> None:
+    """A writer that queued for the gate sends the implicit ``BEGIN`` itself; when its
+    statement then fails having changed nothing, that transaction (no change, only the
+    lock) is rolled back and the gate let go, as if :mod:`sqlite3` had begun nothing."""
+    first, second = connections(db), connections(db)
+    queued = threading.Event()
+    instrumentation.set_hooks([lambda event: queued.set() if event.name == WRITER_QUEUED else None])
+    first.execute("INSERT INTO t VALUES (1)")
+
+    def fail() -> None:
+        second.execute("INSERT INTO missing VALUES (2)")
+
+    thread, outcome = run_in_thread(fail)
+    assert queued.wait(10), outcome
+    first.commit()
+    thread.join(20)
+    (error,) = outcome
+    assert isinstance(error, sqlite3.OperationalError)
+    assert "no such table" in str(error)
+    assert not second.in_transaction
+    gate = first._self_writer_gate()
+    assert gate is not None
+    assert gate.try_acquire()
+    gate.release()
