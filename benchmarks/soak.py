@@ -170,7 +170,9 @@ def run(args: argparse.Namespace, directory: Path) -> int:
     while time.monotonic() < deadline:
         for key, _ in selector.select(timeout=0.5):
             slot = key.data
-            line = key.fileobj.readline()  # type: ignore[union-attr]
+            if workers[slot].process.stdout is not key.fileobj:  # killed earlier in this batch
+                continue
+            line = key.fileobj.readline()
             if not line:  # the worker died on its own: note it and replace it
                 worker = workers[slot]
                 selector.unregister(key.fileobj)
