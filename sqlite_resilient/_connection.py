@@ -164,8 +164,10 @@ def _run_statement(
 
 _MAYBE_WRITE = "bBiIuUdDrR \t\n\r"
 """The first characters of a statement worth a closer look by :func:`_write_begin`."""
-_DML = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+_DML = frozenset({"INSERT", "UPDATE", "DELETE"})  # and REPLACE
 _LOCKING_LEVELS = ("IMMEDIATE", "EXCLUSIVE")
+_BEGIN = {level: f"BEGIN {level}" for level in _LOCKING_LEVELS}
+_LEGACY: int = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
 
 
 def _write_begin(proxy: ResilientConnection, connection: sqlite3.Connection, sql: str) -> str | None:
@@ -180,14 +182,17 @@ def _write_begin(proxy: ResilientConnection, connection: sqlite3.Connection, sql
     stripped = sql.lstrip(" \t\n\r")
     if stripped[:1] in "bB":
         return sql if _begins_writing(sql) else None
-    if not stripped[:7].upper().startswith(_DML):
+    if stripped[:6].upper() not in _DML and stripped[:7].upper() != "REPLACE":
         return None
     level = connection.isolation_level
     if level is None or level.upper() not in _LOCKING_LEVELS:
         return None
-    if sys.version_info >= (3, 12) and connection.autocommit != sqlite3.LEGACY_TRANSACTION_CONTROL:
+    if getattr(connection, "autocommit", _LEGACY) != _LEGACY:  # Python 3.12+
         return None
-    return f"BEGIN {level}" if proxy._self_writer_gate() is not None else None
+    gate = proxy._self_gate
+    if gate is False or (gate is None and proxy._self_writer_gate() is None):
+        return None
+    return _BEGIN.get(level) or f"BEGIN {level}"
 
 
 def _begins_writing(sql: str) -> bool:
