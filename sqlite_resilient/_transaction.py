@@ -9,7 +9,6 @@ statements (``commit()`` does nothing under ``autocommit=True``), except under
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
@@ -27,7 +26,12 @@ MODES: tuple[str, ...] = ("deferred", "immediate", "exclusive")
 
 ConnectionT = TypeVar("ConnectionT", bound=sqlite3.Connection)
 
-_savepoint_ids = itertools.count(1)
+_depths: dict[int, int] = {}
+"""How many blocks are open on each connection (by ``id`` of the :mod:`sqlite3` one): a
+block's savepoint is named after its depth, so that its statements are the same text each
+time (kept in :mod:`sqlite3`'s statement cache, instead of prepared anew and evicting the
+caller's statements). A block inside is always deeper, so a name is never that of a
+savepoint the block does not own, while blocks are left in the order they were entered."""
 
 
 def _no_such_savepoint(error: sqlite3.Error) -> bool:
@@ -74,13 +78,15 @@ class Transaction(Generic[ConnectionT]):
         self._began = not raw.in_transaction or self._owns_open_transaction()
         if self._began:
             self._begin()
-        self._savepoint = f"sqlite_resilient_{next(_savepoint_ids)}"
+        depth = _depths.get(id(raw), 0) + 1
+        _depths[id(raw)] = depth
+        self._savepoint = f"sqlite_resilient_{depth}"
         try:
             raw.execute(f'SAVEPOINT "{self._savepoint}"')
         except BaseException as error:
             if self._began:
                 self._undo(error)
-            self._leave_gate()
+            self._leave()
             raise
         return self._connection
 
@@ -110,10 +116,15 @@ class Transaction(Generic[ConnectionT]):
             else:
                 self._undo(exc)
         finally:
-            self._leave_gate()
+            self._leave()
         return False
 
-    def _leave_gate(self) -> None:
+    def _leave(self) -> None:
+        """The block is over: one level less on the connection, and the write gate let go."""
+        key = id(self._raw)
+        depth = _depths.pop(key, 1) - 1
+        if depth > 0:
+            _depths[key] = depth
         if self._gated and self._proxy is not None:
             self._gated = False
             self._proxy._self_leave_gate()

@@ -788,3 +788,35 @@ def test_commit_meeting_a_reader_past_the_budget_rolls_back(
     reader.release()
     assert rows(rollback_db) == []
     assert not writer_is_locked_out(rollback_db)
+
+
+def test_savepoints_are_named_by_depth(db: Path, open_conn: OpenConn) -> None:
+    """A block's savepoint is named after how deep it is, so every transaction sends the
+    same statements (which :mod:`sqlite3` keeps prepared in its statement cache, and which
+    do not push the caller's statements out of it); each block still releases its own,
+    also on a plain :mod:`sqlite3` connection."""
+    statements: list[str] = []
+    conn = open_conn(db)
+    conn.execute("CREATE TABLE IF NOT EXISTS t(x)")
+    conn.commit()
+    plain = sqlite3.connect(db, isolation_level=None)
+    try:
+        for each in (conn, plain):
+            each.set_trace_callback(statements.append)
+            for value in (1, 2):
+                with db_transaction(each):
+                    each.execute("INSERT INTO t VALUES (?)", (value,))
+                    with db_transaction(each):
+                        each.execute("INSERT INTO t VALUES (?)", (value * 10,))
+            each.set_trace_callback(None)
+    finally:
+        plain.close()
+    savepoints = [sql for sql in statements if sql.startswith(("SAVEPOINT", "RELEASE"))]
+    once = [
+        'SAVEPOINT "sqlite_resilient_1"',
+        'SAVEPOINT "sqlite_resilient_2"',
+        'RELEASE "sqlite_resilient_2"',
+        'RELEASE "sqlite_resilient_1"',
+    ]
+    assert savepoints == once * 4
+    assert sorted(row[0] for row in conn.execute("SELECT x FROM t")) == [1, 1, 2, 2, 10, 10, 20, 20]
