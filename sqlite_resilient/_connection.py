@@ -107,20 +107,25 @@ class ResilientCursor(sqlite3.Cursor):
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> Self:
         """Execute a statement once per parameter set (see :meth:`ResilientConnection.executemany`)."""
+        proxy = self._resilient
         try:
-            self._resilient._self_run_many(self, sql, seq_of_parameters)
+            proxy._self_run_many(self, sql, seq_of_parameters)
         except sqlite3.DatabaseError as error:
-            raise self._resilient._self_clearer(error) or error  # noqa: B904 - the cause is set
+            proxy._self_statement_ended()  # SQLite may have rolled the transaction back
+            raise proxy._self_clearer(error) or error  # noqa: B904 - the cause is set
         return self
 
     def executescript(self, sql_script: str, /) -> Self:
         """Execute a script (see :meth:`ResilientConnection.executescript`)."""
-        self._resilient._self_check_fork()
-        self._resilient._self_fresh = False
+        proxy = self._resilient
+        proxy._self_check_fork()
+        proxy._self_fresh = False
         try:
             _executescript(self, sql_script)
         except sqlite3.DatabaseError as error:
-            raise self._resilient._self_clearer(error) or error  # noqa: B904 - the cause is set
+            raise proxy._self_clearer(error) or error  # noqa: B904 - the cause is set
+        finally:  # the script commits first in the legacy mode, and may end a transaction
+            proxy._self_statement_ended()
         return self
 
     def __reduce_ex__(self, protocol: object) -> NoReturn:

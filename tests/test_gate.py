@@ -370,3 +370,20 @@ def test_a_queued_implicit_transaction_whose_statement_fails_is_rolled_back(
     assert gate is not None
     assert gate.try_acquire()
     gate.release()
+
+
+@pytest.mark.parametrize(("level", "begin"), [("IMMEDIATE", "INSERT INTO t VALUES (1)"), (None, "BEGIN IMMEDIATE")])
+def test_a_script_that_ends_the_transaction_lets_the_gate_go(
+    db: Path, connections: Callable[..., ResilientConnection], level: str | None, begin: str
+) -> None:
+    """``executescript`` commits a pending transaction first: the gate that transaction
+    held is let go with it."""
+    writer = connections(db, isolation_level=level)
+    gate = connections(db)._self_writer_gate()
+    assert gate is not None
+    writer.execute(begin)
+    assert not gate.try_acquire()
+    writer.executescript("SELECT 1;")
+    assert not writer.in_transaction
+    assert gate.try_acquire()
+    gate.release()
