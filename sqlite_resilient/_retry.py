@@ -316,6 +316,8 @@ class Participant(Protocol):
 
     def _self_set_busy(self, milliseconds: int) -> None: ...
 
+    def _self_statement_ended(self) -> None: ...
+
 
 Runner = Callable[[Callable[[], None]], Awaitable[object]]
 """``await run(fn)`` calls ``fn()`` in the thread that owns a connection (see :meth:`Scope.worker`)."""
@@ -328,15 +330,20 @@ def is_pep249(raw: sqlite3.Connection) -> bool:
 
 
 def rollback(raw: sqlite3.Connection, proxy: Participant | None) -> None:
-    """Roll back the transaction of *raw* if one is open, in every transaction mode."""
-    if not raw.in_transaction:
-        return
-    if is_pep249(raw):
-        raw.rollback()  # and Python opens the next transaction, as that mode wants
+    """Roll back the transaction of *raw* if one is open, in every transaction mode, and
+    let the write gate go if a ``BEGIN`` statement or an implicit transaction held it."""
+    try:
+        if not raw.in_transaction:
+            return
+        if is_pep249(raw):
+            raw.rollback()  # and Python opens the next transaction, as that mode wants
+            if proxy is not None:
+                proxy._self_fresh = True
+        else:
+            raw.execute("ROLLBACK")
+    finally:
         if proxy is not None:
-            proxy._self_fresh = True
-    else:
-        raw.execute("ROLLBACK")
+            proxy._self_statement_ended()
 
 
 class Scope:

@@ -22,6 +22,7 @@ from conftest import LockHolder, run_in_thread
 
 import sqlite_resilient
 from sqlite_resilient import DEFAULT_SETTINGS, ResilientConnection, instrumentation
+from sqlite_resilient._gate import open_gate
 
 GATE_THREAD = "sqlite_resilient write gate"
 WRITER_QUEUED = "sqlite_resilient.writer_queued"
@@ -387,3 +388,41 @@ def test_a_script_that_ends_the_transaction_lets_the_gate_go(
     assert not writer.in_transaction
     assert gate.try_acquire()
     gate.release()
+
+
+@pytest.mark.parametrize("begin", ["implicit", "statement"])
+def test_a_failed_attempt_lets_the_gate_of_its_transaction_go(
+    tmp_path: Path,
+    connections: Callable[..., ResilientConnection],
+    lock_holder: Callable[[Path, str], LockHolder],
+    begin: str,
+) -> None:
+    """A decorated call whose transaction (begun implicitly, or by a ``BEGIN IMMEDIATE``
+    statement) fails on a lock rolls it back, and lets its turn at the gate go with it.
+    Here a reader in the rollback journal keeps the COMMIT from getting its exclusive lock
+    past the budget."""
+    db = tmp_path / "app.db"
+    writer = connections(
+        db,
+        timeout=0.3,
+        pragmas={"journal_mode": "delete"},
+        isolation_level=("IMMEDIATE" if begin == "implicit" else None),
+    )
+    writer.execute("CREATE TABLE t(x)")
+    writer.commit()
+    lock_holder(db, "DEFERRED")  # a read transaction: a shared lock
+
+    @sqlite_resilient.retry_on_lock(timeout=0.3)
+    def write() -> None:
+        if begin == "statement":
+            writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO t VALUES (1)")
+        writer.commit()
+
+    with pytest.raises(sqlite_resilient.DatabaseLockedError):
+        write()
+    assert not writer.in_transaction
+    gate = open_gate(str(db))
+    assert gate is not None
+    assert gate.try_acquire()
+    gate.close()
