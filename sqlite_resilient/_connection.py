@@ -711,7 +711,10 @@ class ResilientConnection(_ConnectionProxy):
                 self.rollback()
                 raise
         self._self_fresh = True
-        return self.__wrapped__.__exit__(exc_type, exc, tb)
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)  # with exc: rolls back
+        finally:
+            self._self_statement_ended()
 
     def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:
         """:meth:`sqlite3.Connection.backup`; *target* may be a :class:`ResilientConnection`."""

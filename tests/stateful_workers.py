@@ -93,7 +93,10 @@ class Write:
     commit: bool
     mode: str
     """``BEGIN`` mode: ``"immediate"``, ``"deferred"`` (read, then write: the upgrade can
-    fail with ``SQLITE_BUSY``/``SQLITE_BUSY_SNAPSHOT``) or ``"exclusive"``."""
+    fail with ``SQLITE_BUSY``/``SQLITE_BUSY_SNAPSHOT``) or ``"exclusive"``; or
+    ``"implicit"``: code written for :mod:`sqlite3` (legacy control only), whose first
+    INSERT opens Python's implicit transaction inside ``with conn:`` (commit, or rollback
+    on an exception); nested blocks are still ``db_transaction``'s savepoints."""
     sqlite_waits: bool
     """Keep SQLite's busy handler (``busy_timeout`` from the budget); otherwise
     ``busy_timeout=0`` and every wait is the library's."""
@@ -366,7 +369,8 @@ def _write(conn: ResilientConnection, op: Write, outcome: Outcome) -> None:
     @retry_on_lock(timeout=WRITE_BUDGET)
     def transaction() -> None:
         outcome.attempts += 1
-        with db_transaction(conn, op.mode):  # type: ignore[arg-type]  # a TransactionMode string
+        block = conn if op.mode == "implicit" else db_transaction(conn, op.mode)  # type: ignore[arg-type]
+        with block:
             # Read first: "deferred" then upgrades its read to a write, and an earlier
             # attempt's rows, had they not been rolled back, show here.
             left = _count(conn, op.txn)

@@ -426,3 +426,26 @@ def test_a_failed_attempt_lets_the_gate_of_its_transaction_go(
     assert gate is not None
     assert gate.try_acquire()
     gate.close()
+
+
+def test_with_conn_lets_the_gate_go_when_it_rolls_back(
+    db: Path, connections: Callable[..., ResilientConnection]
+) -> None:
+    """``with conn:`` around an implicit transaction commits it, or rolls it back on an
+    exception: either way the transaction's turn at the gate ends with it."""
+    writer = connections(db)
+    gate = connections(db)._self_writer_gate()
+    assert gate is not None
+
+    def write() -> None:
+        with writer:
+            writer.execute("INSERT INTO t VALUES (1)")
+            assert not gate.try_acquire()
+            raise ZeroDivisionError  # the application's error
+
+    with pytest.raises(ZeroDivisionError):
+        write()
+    assert not writer.in_transaction
+    assert gate.try_acquire()
+    gate.release()
+    assert rows(db) == []

@@ -106,7 +106,7 @@ MACHINE_SETTINGS = settings(
 )
 
 PLACES = st.sampled_from(["thread", "process"])
-MODES = st.sampled_from(["immediate", "deferred", "exclusive"])
+MODES = st.sampled_from(["immediate", "deferred", "exclusive", "implicit"])
 CONTROLS = st.sampled_from(stateful_workers.CONTROLS)
 
 
@@ -114,15 +114,17 @@ CONTROLS = st.sampled_from(stateful_workers.CONTROLS)
 def writes(draw: st.DrawFn) -> Write:
     """A write transaction; its ``txn`` is given when the rule runs."""
     n = draw(st.integers(1, 6))
+    mode = draw(MODES)
     return Write(
         txn="",
         n=n,
-        in_savepoint=draw(st.integers(0, n)),
+        # implicit: at least one INSERT opens the outer transaction (a block outside one is its own)
+        in_savepoint=draw(st.integers(0, n - 1 if mode == "implicit" else n)),
         doomed_rows=draw(st.integers(0, 3)),
         commit=draw(st.booleans()),
-        mode=draw(MODES),
+        mode=mode,
         sqlite_waits=draw(st.booleans()),
-        control=draw(CONTROLS),
+        control="legacy" if mode == "implicit" else draw(CONTROLS),  # Python's implicit transactions
     )
 
 
