@@ -96,7 +96,9 @@ class Write:
     fail with ``SQLITE_BUSY``/``SQLITE_BUSY_SNAPSHOT``) or ``"exclusive"``; or
     ``"implicit"``: code written for :mod:`sqlite3` (legacy control only), whose first
     INSERT opens Python's implicit transaction inside ``with conn:`` (commit, or rollback
-    on an exception); nested blocks are still ``db_transaction``'s savepoints."""
+    on an exception); or ``"statement"``: a ``BEGIN IMMEDIATE`` statement, then
+    ``commit()`` or ``rollback()``, as SQLAlchemy does (``isolation_level=None`` only).
+    Nested blocks are ``db_transaction``'s savepoints in every mode."""
     sqlite_waits: bool
     """Keep SQLite's busy handler (``busy_timeout`` from the budget); otherwise
     ``busy_timeout=0`` and every wait is the library's."""
@@ -362,6 +364,28 @@ def _failing_savepoint(conn: ResilientConnection, op: Write) -> None:
         raise InnerFailure
 
 
+@contextlib.contextmanager
+def _begin_statement(conn: ResilientConnection) -> Iterator[None]:
+    """A transaction begun by a ``BEGIN IMMEDIATE`` statement and ended by ``commit()``,
+    or ``rollback()`` on an exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def _outer_block(conn: ResilientConnection, mode: str) -> contextlib.AbstractContextManager[object]:
+    """The outer transaction of a write in *mode* (see :attr:`Write.mode`)."""
+    if mode == "implicit":
+        return conn
+    if mode == "statement":
+        return _begin_statement(conn)
+    return db_transaction(conn, mode)  # type: ignore[arg-type]  # a TransactionMode string
+
+
 def _write(conn: ResilientConnection, op: Write, outcome: Outcome) -> None:
     doomed = Doomed(op.txn)
     outer = op.n - op.in_savepoint
@@ -369,8 +393,7 @@ def _write(conn: ResilientConnection, op: Write, outcome: Outcome) -> None:
     @retry_on_lock(timeout=WRITE_BUDGET)
     def transaction() -> None:
         outcome.attempts += 1
-        block = conn if op.mode == "implicit" else db_transaction(conn, op.mode)  # type: ignore[arg-type]
-        with block:
+        with _outer_block(conn, op.mode):
             # Read first: "deferred" then upgrades its read to a write, and an earlier
             # attempt's rows, had they not been rolled back, show here.
             left = _count(conn, op.txn)

@@ -106,7 +106,8 @@ MACHINE_SETTINGS = settings(
 )
 
 PLACES = st.sampled_from(["thread", "process"])
-MODES = st.sampled_from(["immediate", "deferred", "exclusive", "implicit"])
+MODES = st.sampled_from(["immediate", "deferred", "exclusive", "implicit", "statement"])
+CONTROL_OF_MODE = {"implicit": "legacy", "statement": "manual"}  # Python's implicit BEGIN; SQLAlchemy's
 CONTROLS = st.sampled_from(stateful_workers.CONTROLS)
 
 
@@ -124,7 +125,7 @@ def writes(draw: st.DrawFn) -> Write:
         commit=draw(st.booleans()),
         mode=mode,
         sqlite_waits=draw(st.booleans()),
-        control="legacy" if mode == "implicit" else draw(CONTROLS),  # Python's implicit transactions
+        control=CONTROL_OF_MODE.get(mode) or draw(CONTROLS),
     )
 
 
