@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from typing import IO, Any, Callable
 import pytest
 
 import sqlite_resilient
+from sqlite_resilient.instrumentation import LockEvent
 
 HELPERS = Path(__file__).with_name("helpers.py")
 """The helper-process script (see its docstring for the commands it runs)."""
@@ -252,5 +254,94 @@ def events() -> Iterator[list[Any]]:
     instrumentation.set_hooks([seen.append])
     try:
         yield seen
+    finally:
+        instrumentation.set_hooks(None)
+
+
+# -- the database of the retry tests (sync and asyncio) ----------------------------------
+
+
+def make_counter_database(path: Path) -> Path:
+    """A WAL database with ``counter(n)`` = 0, an empty ``t(x)`` and ``pk`` holding id 1."""
+    with contextlib.closing(sqlite_resilient.connect(path)) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE counter(n INTEGER NOT NULL);
+            INSERT INTO counter VALUES (0);
+            CREATE TABLE t(x);
+            CREATE TABLE pk(id INTEGER PRIMARY KEY);
+            INSERT INTO pk VALUES (1);
+            CREATE TABLE seed(x);
+            INSERT INTO seed VALUES (1), (2), (3), (4), (5);
+            CREATE TABLE doomed(x);
+            """
+        )
+    return path
+
+
+def query(path: Path, sql: str) -> list[Any]:
+    """Rows of *sql* read with a fresh plain connection."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def rows(path: Path) -> list[Any]:
+    return query(path, "SELECT x FROM t ORDER BY x")
+
+
+def counter(path: Path) -> int:
+    value: int = query(path, "SELECT n FROM counter")[0][0]
+    return value
+
+
+def commit_elsewhere(path: Path, sql: str) -> None:
+    """Run *sql* and commit it on another (plain) connection."""
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        other.execute(sql)
+        other.commit()
+
+
+class Recorder:
+    """A hook that keeps every lock event (from whatever thread), calls ``on_event`` for
+    each and ``on_retry`` for each ``retry_scheduled`` one.
+
+    The library logs and swallows a hook's exceptions; this one keeps those of its
+    callbacks in ``failures`` for the test to check.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[LockEvent] = []
+        self.on_event: Callable[[LockEvent], object] | None = None
+        self.on_retry: Callable[[LockEvent], object] | None = None
+        self.failures: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: object, /) -> None:
+        if not isinstance(event, LockEvent):
+            return
+        with self._lock:
+            self.events.append(event)
+        for callback in (self.on_event, self.on_retry if event.name == "sqlite_resilient.retry_scheduled" else None):
+            if callback is not None:
+                try:
+                    callback(event)
+                except BaseException as error:  # checked by the test
+                    self.failures.append(error)
+
+    def named(self, name: str) -> list[LockEvent]:
+        with self._lock:
+            return [event for event in self.events if event.name == name]
+
+
+@pytest.fixture
+def hook() -> Iterator[Recorder]:
+    """A :class:`Recorder`, the only hook while the test runs; the default hooks are
+    restored after."""
+    from sqlite_resilient import instrumentation
+
+    recorder = Recorder()
+    instrumentation.set_hooks([recorder])
+    try:
+        yield recorder
     finally:
         instrumentation.set_hooks(None)

@@ -17,15 +17,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 aiosqlite = pytest.importorskip("aiosqlite", reason="sqlite_resilient.aio needs aiosqlite (the 'aio' extra)")
 
-from conftest import HELPER_TIMEOUT, StartLockHolder  # noqa: E402
+from conftest import (  # noqa: E402
+    HELPER_TIMEOUT,
+    Recorder,
+    StartLockHolder,
+    commit_elsewhere,
+    counter,
+    make_counter_database,
+    query,
+    rows,
+)
 
 import sqlite_resilient  # noqa: E402
 from sqlite_resilient import (  # noqa: E402
@@ -33,11 +42,9 @@ from sqlite_resilient import (  # noqa: E402
     DatabaseLockedError,
     ResilientConnection,
     aio,
-    instrumentation,
     is_lock_error,
     retry_on_lock,
 )
-from sqlite_resilient.instrumentation import LockEvent  # noqa: E402
 
 AIO_WORKERS = Path(__file__).with_name("aio_workers.py")
 
@@ -55,80 +62,9 @@ WAIT = 20.0
 # -- fixtures and helpers ------------------------------------------------------------------
 
 
-def make_database(path: Path) -> Path:
-    """A WAL database with ``counter(n)`` = 0, an empty ``t(x)``, ``seed`` with five rows
-    and an empty ``doomed(x)``."""
-    with contextlib.closing(sqlite_resilient.connect(path)) as conn:
-        conn.executescript(
-            """
-            CREATE TABLE counter(n INTEGER NOT NULL);
-            INSERT INTO counter VALUES (0);
-            CREATE TABLE t(x);
-            CREATE TABLE seed(x);
-            INSERT INTO seed VALUES (1), (2), (3), (4), (5);
-            CREATE TABLE doomed(x);
-            """
-        )
-    return path
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return make_database(tmp_path / "app.db")
-
-
-class Recorder:
-    """A hook that keeps every lock event (from whatever thread) and calls ``on_event``."""
-
-    def __init__(self) -> None:
-        self.events: list[LockEvent] = []
-        self.on_event: Callable[[LockEvent], object] | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self, event: instrumentation.Event, /) -> None:
-        if not isinstance(event, LockEvent):
-            return
-        with self._lock:
-            self.events.append(event)
-        if self.on_event is not None:
-            self.on_event(event)
-
-    def named(self, name: str) -> list[LockEvent]:
-        with self._lock:
-            return [event for event in self.events if event.name == name]
-
-
-@pytest.fixture
-def hook() -> Iterator[Recorder]:
-    """The only hook while the test runs; the default hooks are restored after."""
-    recorder = Recorder()
-    instrumentation.set_hooks([recorder])
-    try:
-        yield recorder
-    finally:
-        instrumentation.set_hooks(None)
-
-
-def query(path: Path, sql: str) -> list[Any]:
-    """Rows of *sql* read with a fresh plain connection."""
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def rows(path: Path) -> list[Any]:
-    return query(path, "SELECT x FROM t ORDER BY x")
-
-
-def counter(path: Path) -> int:
-    value: int = query(path, "SELECT n FROM counter")[0][0]
-    return value
-
-
-def commit_elsewhere(path: Path, sql: str) -> None:
-    """Run *sql* and commit it on another (plain) connection."""
-    with contextlib.closing(sqlite3.connect(path)) as other:
-        other.execute(sql)
-        other.commit()
+    return make_counter_database(tmp_path / "app.db")
 
 
 @contextlib.asynccontextmanager
@@ -477,7 +413,7 @@ def test_failed_attempt_rolls_back_every_connection_it_used(db: Path, tmp_path: 
     on the second meets SQLITE_BUSY_SNAPSHOT. Both transactions are rolled back before the
     re-run, each in its own worker thread: the row is there once and the counter was
     bumped once."""
-    other_db = make_database(tmp_path / "other.db")
+    other_db = make_counter_database(tmp_path / "other.db")
     calls = 0
 
     async def main() -> None:

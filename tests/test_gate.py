@@ -22,7 +22,7 @@ from conftest import LockHolder, run_in_thread
 
 import sqlite_resilient
 from sqlite_resilient import DEFAULT_SETTINGS, ResilientConnection, instrumentation
-from sqlite_resilient._gate import open_gate
+from sqlite_resilient._gate import WriteGate, open_gate
 
 GATE_THREAD = "sqlite_resilient write gate"
 WRITER_QUEUED = "sqlite_resilient.writer_queued"
@@ -45,8 +45,23 @@ def connections() -> Iterator[Callable[..., ResilientConnection]]:
             conn.close()
 
 
+@pytest.fixture
+def gate(db: Path, connections: Callable[..., ResilientConnection]) -> WriteGate:
+    """The write gate of ``db``, as another connection of this process sees it."""
+    handle = connections(db)._self_writer_gate()
+    assert handle is not None
+    return handle
+
+
 def gate_of(db: Path) -> Path:
     return db.with_name(db.name + "-writers")
+
+
+def is_free(gate: WriteGate) -> bool:
+    """Whether *gate* could be taken now (it is let go again at once)."""
+    taken = gate.try_acquire()
+    gate.release()
+    return taken
 
 
 def descriptors_of(path: Path) -> int:
@@ -196,26 +211,24 @@ def test_begin_statements_queue_at_the_gate_too(
     assert writer.in_transaction
     gate = rival._self_writer_gate()
     assert gate is not None
-    assert not gate.try_acquire()
+    assert not is_free(gate)
     writer.execute("INSERT INTO t VALUES (1)")
     if end.endswith("()"):
         getattr(writer, end[:-2])()
     else:
         writer.execute(end)
     assert not writer.in_transaction
-    assert gate.try_acquire()
-    gate.release()
+    assert is_free(gate)
 
 
-def test_deferred_begin_statements_do_not_queue(db: Path, connections: Callable[..., ResilientConnection]) -> None:
+def test_deferred_begin_statements_do_not_queue(
+    db: Path, connections: Callable[..., ResilientConnection], gate: WriteGate
+) -> None:
     """``BEGIN`` and ``BEGIN DEFERRED`` take no write lock at first, so no gate either."""
     writer = connections(db, isolation_level=None)
-    gate = connections(db)._self_writer_gate()
-    assert gate is not None
     for begin in ("BEGIN", "BEGIN DEFERRED", "BEGIN TRANSACTION"):
         writer.execute(begin)
-        assert gate.try_acquire()
-        gate.release()
+        assert is_free(gate)
         writer.rollback()
 
 
@@ -275,41 +288,34 @@ def test_implicit_transactions_queue_at_the_gate_too(
     assert rows(db) == [(1,), (2,)]
     gate = first._self_writer_gate()
     assert gate is not None
-    assert gate.try_acquire()  # both let it go at commit()
-    gate.release()
+    assert is_free(gate)  # both let it go at commit()
 
 
 @pytest.mark.parametrize("level", [None, "", "DEFERRED"])
 def test_implicit_transactions_that_take_no_write_lock_do_not_queue(
-    db: Path, connections: Callable[..., ResilientConnection], level: str | None
+    db: Path, connections: Callable[..., ResilientConnection], level: str | None, gate: WriteGate
 ) -> None:
     """Autocommit (``isolation_level=None``) and deferred implicit transactions take no write
     lock at their BEGIN: they run as :mod:`sqlite3` runs them, without the gate."""
     writer = connections(db, isolation_level=level)
-    gate = connections(db)._self_writer_gate()
-    assert gate is not None
     writer.execute("INSERT INTO t VALUES (1)")
     assert writer.in_transaction is (level is not None)
-    assert gate.try_acquire()
-    gate.release()
+    assert is_free(gate)
     writer.commit()
 
 
 def test_a_failed_implicit_transaction_leaves_no_transaction_nor_gate(
-    db: Path, connections: Callable[..., ResilientConnection]
+    db: Path, connections: Callable[..., ResilientConnection], gate: WriteGate
 ) -> None:
     """A DML statement that fails having changed nothing (here it does not even compile,
     so :mod:`sqlite3` would have sent no BEGIN) leaves no transaction open and the gate
     free; one that failed after changing rows (``INSERT OR FAIL``) keeps its transaction
     open with those rows, as in :mod:`sqlite3`, and the gate until it ends."""
     conn = connections(db)
-    gate = connections(db)._self_writer_gate()
-    assert gate is not None
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         conn.execute("INSERT INTO missing VALUES (1)")
     assert not conn.in_transaction
-    assert gate.try_acquire()
-    gate.release()
+    assert is_free(gate)
 
     conn.execute("CREATE UNIQUE INDEX t_x ON t(x)")
     plain = sqlite3.connect(":memory:")
@@ -321,27 +327,23 @@ def test_a_failed_implicit_transaction_leaves_no_transaction_nor_gate(
         assert each.in_transaction
         assert each.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,)]
     plain.close()
-    assert not gate.try_acquire()
+    assert not is_free(gate)
     conn.commit()
-    assert gate.try_acquire()
-    gate.release()
+    assert is_free(gate)
     assert rows(db) == [(1,), (2,)]
 
 
 def test_implicit_transactions_of_executemany_queue_too(
-    db: Path, connections: Callable[..., ResilientConnection]
+    db: Path, connections: Callable[..., ResilientConnection], gate: WriteGate
 ) -> None:
     """``executemany`` of a DML statement begins its implicit transaction at the gate as
     well, and lets it go at ``commit()``."""
     writer = connections(db)
-    gate = connections(db)._self_writer_gate()
-    assert gate is not None
     writer.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
     assert writer.in_transaction
-    assert not gate.try_acquire()
+    assert not is_free(gate)
     writer.commit()
-    assert gate.try_acquire()
-    gate.release()
+    assert is_free(gate)
     assert rows(db) == [(1,), (2,)]
 
 
@@ -369,25 +371,21 @@ def test_a_queued_implicit_transaction_whose_statement_fails_is_rolled_back(
     assert not second.in_transaction
     gate = first._self_writer_gate()
     assert gate is not None
-    assert gate.try_acquire()
-    gate.release()
+    assert is_free(gate)
 
 
 @pytest.mark.parametrize(("level", "begin"), [("IMMEDIATE", "INSERT INTO t VALUES (1)"), (None, "BEGIN IMMEDIATE")])
 def test_a_script_that_ends_the_transaction_lets_the_gate_go(
-    db: Path, connections: Callable[..., ResilientConnection], level: str | None, begin: str
+    db: Path, connections: Callable[..., ResilientConnection], level: str | None, begin: str, gate: WriteGate
 ) -> None:
     """``executescript`` commits a pending transaction first: the gate that transaction
     held is let go with it."""
     writer = connections(db, isolation_level=level)
-    gate = connections(db)._self_writer_gate()
-    assert gate is not None
     writer.execute(begin)
-    assert not gate.try_acquire()
+    assert not is_free(gate)
     writer.executescript("SELECT 1;")
     assert not writer.in_transaction
-    assert gate.try_acquire()
-    gate.release()
+    assert is_free(gate)
 
 
 @pytest.mark.parametrize("begin", ["implicit", "statement"])
@@ -429,23 +427,20 @@ def test_a_failed_attempt_lets_the_gate_of_its_transaction_go(
 
 
 def test_with_conn_lets_the_gate_go_when_it_rolls_back(
-    db: Path, connections: Callable[..., ResilientConnection]
+    db: Path, connections: Callable[..., ResilientConnection], gate: WriteGate
 ) -> None:
     """``with conn:`` around an implicit transaction commits it, or rolls it back on an
     exception: either way the transaction's turn at the gate ends with it."""
     writer = connections(db)
-    gate = connections(db)._self_writer_gate()
-    assert gate is not None
 
     def write() -> None:
         with writer:
             writer.execute("INSERT INTO t VALUES (1)")
-            assert not gate.try_acquire()
+            assert not is_free(gate)
             raise ZeroDivisionError  # the application's error
 
     with pytest.raises(ZeroDivisionError):
         write()
     assert not writer.in_transaction
-    assert gate.try_acquire()
-    gate.release()
+    assert is_free(gate)
     assert rows(db) == []

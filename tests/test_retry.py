@@ -24,14 +24,24 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, TypeVar
 
 import pytest
-from conftest import HELPER_TIMEOUT, StartLockHolder, helper_command, run_in_thread
+from conftest import (
+    HELPER_TIMEOUT,
+    Recorder,
+    StartLockHolder,
+    commit_elsewhere,
+    counter,
+    helper_command,
+    make_counter_database,
+    query,
+    rows,
+    run_in_thread,
+)
 
 import sqlite_resilient
 from sqlite_resilient import (
     DatabaseLockedError,
     ResilientConnection,
     db_transaction,
-    instrumentation,
     is_lock_error,
     is_testing,
     retry_on_lock,
@@ -51,43 +61,6 @@ CloseLater = Callable[[ConnectionT], ConnectionT]
 
 
 # -- fixtures and helpers ------------------------------------------------------------------
-
-
-class Recorder:
-    """A hook that keeps every lock event and can act on each ``retry_scheduled`` one.
-
-    The library logs and swallows a hook's exceptions; this one keeps them in ``failures``
-    for the test to check.
-    """
-
-    def __init__(self) -> None:
-        self.events: list[LockEvent] = []
-        self.on_retry: Callable[[LockEvent], object] | None = None
-        self.failures: list[BaseException] = []
-
-    def __call__(self, event: instrumentation.Event, /) -> None:
-        if not isinstance(event, LockEvent):
-            return
-        self.events.append(event)
-        if event.name == RETRY_SCHEDULED and self.on_retry is not None:
-            try:
-                self.on_retry(event)
-            except BaseException as error:  # checked by the test
-                self.failures.append(error)
-
-    def named(self, name: str) -> list[LockEvent]:
-        return [event for event in self.events if event.name == name]
-
-
-@pytest.fixture
-def hook() -> Iterator[Recorder]:
-    """The only hook while the test runs; the default hooks are restored after."""
-    recorder = Recorder()
-    instrumentation.set_hooks([recorder])
-    try:
-        yield recorder
-    finally:
-        instrumentation.set_hooks(None)
 
 
 @pytest.fixture
@@ -112,49 +85,9 @@ def close_later() -> Iterator[CloseLater[Any]]:
         yield register
 
 
-def make_database(path: Path) -> Path:
-    """A WAL database with ``counter(n)`` = 0, an empty ``t(x)`` and ``pk`` holding id 1."""
-    with contextlib.closing(sqlite_resilient.connect(path)) as conn:
-        conn.executescript(
-            """
-            CREATE TABLE counter(n INTEGER NOT NULL);
-            INSERT INTO counter VALUES (0);
-            CREATE TABLE t(x);
-            CREATE TABLE pk(id INTEGER PRIMARY KEY);
-            INSERT INTO pk VALUES (1);
-            CREATE TABLE seed(x);
-            INSERT INTO seed VALUES (1), (2), (3), (4), (5);
-            CREATE TABLE doomed(x);
-            """
-        )
-    return path
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return make_database(tmp_path / "app.db")
-
-
-def query(path: Path, sql: str) -> list[Any]:
-    """Rows of *sql* read with a fresh plain connection."""
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def rows(path: Path) -> list[Any]:
-    return query(path, "SELECT x FROM t ORDER BY x")
-
-
-def counter(path: Path) -> int:
-    value: int = query(path, "SELECT n FROM counter")[0][0]
-    return value
-
-
-def commit_elsewhere(path: Path, sql: str) -> None:
-    """Run *sql* and commit it on another (plain) connection."""
-    with contextlib.closing(sqlite3.connect(path)) as other:
-        other.execute(sql)
-        other.commit()
+    return make_counter_database(tmp_path / "app.db")
 
 
 def bump_counter(conn: sqlite3.Connection, path: Path, *, interfere: bool) -> int:
@@ -512,7 +445,7 @@ def test_concurrent_tasks_have_their_own_retry_scope(
     """Two tasks run decorated functions at once. Task A fails once with a real lock
     error while task B has a transaction open (on another database): A is re-run alone,
     and A's failed attempt does not roll back B's transaction, which commits; B runs once."""
-    other_db = make_database(tmp_path / "other.db")
+    other_db = make_counter_database(tmp_path / "other.db")
     conn_a = close_later(sqlite_resilient.connect(db))
     conn_b = close_later(sqlite_resilient.connect(other_db))
     calls = {"a": 0, "b": 0}
@@ -888,7 +821,7 @@ def test_lock_errors_inside_wrappers_are_retried(
     SQLAlchemy's) or as its ``__cause__`` re-runs the function like the lock error itself;
     one that is only the ``__context__`` of another error (raised while handling it) is not a
     lock error, and propagates after one attempt."""
-    locked = make_database(tmp_path / "locked.db")
+    locked = make_counter_database(tmp_path / "locked.db")
     lock_holder(locked, "EXCLUSIVE")
     conn = close_later(sqlite_resilient.connect(locked, timeout=0.05))
     attempts: list[int] = []
@@ -923,7 +856,7 @@ def test_spent_budget_through_a_wrapper_gives_the_sqlite_error(
     """When the attempts run out on wrapped lock errors, the caller gets
     ``DatabaseLockedError`` whose cause is SQLite's own error (with its code), not the
     wrapper."""
-    locked = make_database(tmp_path / "locked.db")
+    locked = make_counter_database(tmp_path / "locked.db")
     lock_holder(locked, "EXCLUSIVE")
     conn = close_later(sqlite_resilient.connect(locked, timeout=0.05))
 
@@ -950,7 +883,7 @@ def test_a_transaction_begun_after_the_attempts_own_ended_is_left_alone(
     decorator rolls back only transactions still the attempt's, so the other thread's
     transaction survives and commits."""
     shared = close_later(sqlite_resilient.connect(db, isolation_level=None, check_same_thread=False))
-    locked = make_database(tmp_path / "locked.db")
+    locked = make_counter_database(tmp_path / "locked.db")
     lock_holder(locked, "EXCLUSIVE")
     impatient = close_later(sqlite_resilient.connect(locked, timeout=0.05))
 
