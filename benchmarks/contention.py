@@ -302,6 +302,14 @@ STRATEGIES: dict[str, Strategy] = {
             transact_resilient,
         ),
         Strategy(
+            "sqlite_resilient-dropin",
+            "as wal-implicit-immediate's code, only the import changed: sqlite_resilient.connect()",
+            "wal",
+            open_resilient_writer,
+            open_resilient_reader,
+            transact_implicit,
+        ),
+        Strategy(
             "ceiling",
             "wal-begin-immediate with one writer process, no rival writers",
             "wal",

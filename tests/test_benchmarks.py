@@ -52,7 +52,7 @@ def test_contention_benchmark_runs_prints_and_audits(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     strategies = ["plain", "wal-handrolled", "wal-implicit-immediate", "wal-begin-immediate", "apsw"]
-    strategies += ["sqlite_resilient", "ceiling"]
+    strategies += ["sqlite_resilient", "sqlite_resilient-dropin", "ceiling"]
     if importlib.util.find_spec("apsw") is None:
         strategies.remove("apsw")
         assert "apsw: skipped" in result.stdout
