@@ -232,54 +232,40 @@ def test_deferred_begin_statements_do_not_queue(
         writer.rollback()
 
 
-def test_second_begin_statement_waits_for_the_first_transaction(
-    db: Path, connections: Callable[..., ResilientConnection], events: list[instrumentation.Event]
+@pytest.mark.parametrize(
+    ("level", "begin"), [(None, "BEGIN IMMEDIATE"), ("IMMEDIATE", None)], ids=["statement", "implicit"]
+)
+def test_transactions_begun_by_statements_take_turns(
+    db: Path,
+    connections: Callable[..., ResilientConnection],
+    events: list[instrumentation.Event],
+    level: str | None,
+    begin: str | None,
 ) -> None:
-    """Two connections writing through ``BEGIN IMMEDIATE`` statements take turns at the gate:
-    the second queues (``writer_queued``) and begins once the first has committed."""
-    first, second = connections(db, isolation_level=None), connections(db, isolation_level=None)
+    """Two connections writing through ``BEGIN IMMEDIATE`` statements (as SQLAlchemy does),
+    or through the legacy mode's implicit ``BEGIN IMMEDIATE`` (code written for
+    :mod:`sqlite3`: an INSERT, then ``commit()``; the library sends that BEGIN itself), take
+    turns at the gate: the second queues (``writer_queued``) and begins once the first has
+    committed; both let the gate go at ``commit()``."""
+    first, second = connections(db, isolation_level=level), connections(db, isolation_level=level)
     statements: list[str] = []
     first.set_trace_callback(lambda sql: statements.append(f"first: {sql}"))
     second.set_trace_callback(lambda sql: statements.append(f"second: {sql}"))
     queued = threading.Event()
     instrumentation.set_hooks([events.append, lambda event: queued.set() if event.name == WRITER_QUEUED else None])
 
-    def write() -> None:
-        second.execute("BEGIN IMMEDIATE")
-        second.execute("INSERT INTO t VALUES (2)")
+    def write(conn: ResilientConnection, value: int) -> None:
+        if begin is not None:
+            conn.execute(begin)
+        conn.execute("INSERT INTO t VALUES (?)", (value,))
+
+    def write_second() -> None:
+        write(second, 2)
         second.commit()
 
-    first.execute("BEGIN IMMEDIATE")
-    first.execute("INSERT INTO t VALUES (1)")
-    thread, outcome = run_in_thread(write)
-    assert queued.wait(10), outcome
-    first.commit()
-    thread.join(20)
-    assert outcome == [None]
-    assert statements.index("second: BEGIN IMMEDIATE") > statements.index("first: COMMIT")
-    assert rows(db) == [(1,), (2,)]
-
-
-def test_implicit_transactions_queue_at_the_gate_too(
-    db: Path, connections: Callable[..., ResilientConnection], events: list[instrumentation.Event]
-) -> None:
-    """Code written for :mod:`sqlite3` (an INSERT, then ``commit()``) opens its transactions
-    through the legacy mode's implicit ``BEGIN IMMEDIATE``: the library sends that BEGIN
-    itself, queued at the gate, so such writers take turns as well."""
-    first, second = connections(db), connections(db)
-    statements: list[str] = []
-    first.set_trace_callback(lambda sql: statements.append(f"first: {sql}"))
-    second.set_trace_callback(lambda sql: statements.append(f"second: {sql}"))
-    queued = threading.Event()
-    instrumentation.set_hooks([events.append, lambda event: queued.set() if event.name == WRITER_QUEUED else None])
-
-    def write() -> None:
-        second.execute("INSERT INTO t VALUES (2)")
-        second.commit()
-
-    first.execute("INSERT INTO t VALUES (1)")
+    write(first, 1)
     assert first.in_transaction
-    thread, outcome = run_in_thread(write)
+    thread, outcome = run_in_thread(write_second)
     assert queued.wait(10), outcome
     first.commit()
     thread.join(20)
@@ -288,7 +274,7 @@ def test_implicit_transactions_queue_at_the_gate_too(
     assert rows(db) == [(1,), (2,)]
     gate = first._self_writer_gate()
     assert gate is not None
-    assert is_free(gate)  # both let it go at commit()
+    assert is_free(gate)
 
 
 @pytest.mark.parametrize("level", [None, "", "DEFERRED"])
