@@ -26,6 +26,7 @@ from ._connection import connect  # noqa: F811
 from . import exporters, instrumentation
 from ._connection import ResilientConnection, ResilientCursor
 from ._errors import (
+    AbandonedTransactionWarning,
     ConfigurationError,
     DatabaseLockedError,
     ForkedConnectionError,
@@ -77,6 +78,7 @@ __all__ = [
     "LITESTREAM_SETTINGS",
     "NETWORK_FILESYSTEMS",
     "PRAGMAS",
+    "AbandonedTransactionWarning",
     "CheckpointMode",
     "CheckpointResult",
     "ConfigurationError",

@@ -18,7 +18,8 @@ the standard class that code written for :mod:`sqlite3` already catches::
     └── ResilientWarning(UserWarning)
         ├── WALFallbackWarning                    WAL cannot be used; rollback journal kept
         ├── WALGrowthWarning                      the WAL keeps growing: a reader pins it
-        └── PragmaNotAppliedWarning               SQLite reports another value than was set
+        ├── PragmaNotAppliedWarning               SQLite reports another value than was set
+        └── AbandonedTransactionWarning           a thread ended with its transaction open
 
 This module imports nothing of the package.
 """
@@ -26,8 +27,10 @@ This module imports nothing of the package.
 from __future__ import annotations
 
 import sqlite3
+from typing import TypeVar
 
 __all__ = [
+    "AbandonedTransactionWarning",
     "ConfigurationError",
     "DatabaseLockedError",
     "ForkedConnectionError",
@@ -44,12 +47,14 @@ __all__ = [
 # https://www.sqlite.org/rescode.html: the primary code is the low byte of an extended code.
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
+SQLITE_BUSY_SNAPSHOT = SQLITE_BUSY | (2 << 8)
 _LOCK_CODES = frozenset({SQLITE_BUSY, SQLITE_LOCKED})
 
 # The messages SQLite gives BUSY and LOCKED (and every extended code of theirs), used where
-# the exception carries no code (Python < 3.11, or an error raised by Python code).
+# the exception carries no code (Python < 3.11, or an error raised by Python code). The
+# library's own lock errors start with "database is locked: ".
 _LOCK_MESSAGES = frozenset({"database is locked", "database table is locked"})
-_LOCK_MESSAGE_PREFIXES = ("database table is locked: ", "database schema is locked: ")
+_LOCK_MESSAGE_PREFIXES = ("database is locked: ", "database table is locked: ", "database schema is locked: ")
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -117,6 +122,42 @@ def copy_sqlite_error_code(source: BaseException, target: BaseException) -> None
             setattr(target, name, getattr(source, name))
 
 
+ErrorT = TypeVar("ErrorT", bound=sqlite3.Error)
+
+
+def restated(error: ErrorT, message: str) -> ErrorT:
+    """An error of the same type and SQLite code as *error*, saying *message*, caused by it."""
+    clear = type(error)(message)
+    copy_sqlite_error_code(error, clear)
+    clear.__cause__, clear.__suppress_context__ = error, True
+    return clear
+
+
+_CANTOPEN = {14: "unable to open database file"}
+_FILE_ERRORS = {**_CANTOPEN, 10: "disk I/O error", 11: "database disk image is malformed", 26: "file is not a database"}
+"""SQLite's primary codes (and messages) that are about the file itself: CANTOPEN, IOERR,
+CORRUPT, NOTADB (https://www.sqlite.org/rescode.html)."""
+
+
+def _has_primary_code(error: sqlite3.Error, codes: dict[int, str]) -> bool:
+    """Whether *error* is one of *codes* (primary result codes): by its code where it
+    carries one (Python 3.11+), else by SQLite's message for the code."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in codes
+    return str(error) in codes.values()
+
+
+def is_file_error(error: sqlite3.Error) -> bool:
+    """Whether *error* is about the database file (damaged, vanished, unreadable)."""
+    return _has_primary_code(error, _FILE_ERRORS)
+
+
+def is_cantopen(error: sqlite3.Error) -> bool:
+    """Whether *error* is SQLite's ``SQLITE_CANTOPEN``."""
+    return _has_primary_code(error, _CANTOPEN)
+
+
 class ResilientError(Exception):
     """Base of every exception raised by :mod:`sqlite_resilient` itself."""
 
@@ -177,3 +218,8 @@ class WALGrowthWarning(ResilientWarning):
 
 class PragmaNotAppliedWarning(ResilientWarning):
     """SQLite reports another value for a pragma than the one that was set."""
+
+
+class AbandonedTransactionWarning(ResilientWarning):
+    """A thread ended with a transaction open on a connection that threads share; the next
+    thread to use the connection rolled it back (nobody else may end it)."""

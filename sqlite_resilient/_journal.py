@@ -10,6 +10,7 @@ https://www.sqlite.org/useovernet.html). In those cases a rollback-journal mode 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -21,6 +22,7 @@ __all__ = [
     "FileSystem",
     "filesystem_of",
     "is_wal_file",
+    "refuses_writers",
     "wal_blocker",
     "wal_content_bytes",
 ]
@@ -199,3 +201,16 @@ def wal_content_bytes(path: str) -> int:
     except FileNotFoundError:
         return 0
     return max(0, size - WAL_HEADER_SIZE)
+
+
+def refuses_writers(path: str | None) -> bool:
+    """Whether the filesystem of *path* refuses to open it for writing (``EROFS``): also
+    one that ``statvfs`` does not call read-only, as after the kernel turned it read-only
+    on an I/O error."""
+    if path is None:
+        return False
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as error:
+        return error.errno == errno.EROFS
+    return False

@@ -37,7 +37,7 @@ import tenacity
 
 from ._errors import DatabaseLockedError, copy_sqlite_error_code, is_lock_error, is_transient, transient_cause
 from ._settings import DEFAULT_SETTINGS, _check_timeout
-from .instrumentation import LOCK_ERROR, LOCK_WAITED, RETRY_SCHEDULED, WRITER_QUEUED, LockCounters, LockEvent, emit
+from .instrumentation import LOCK_ERROR, LOCK_WAITED, RETRY_SCHEDULED, LockCounters, LockEvent, emit
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -47,6 +47,8 @@ else:
     P = TypeVar("P")
 
 __all__ = [
+    "Member",
+    "PlainMember",
     "Scope",
     "call_within_budget",
     "current_scope",
@@ -185,11 +187,14 @@ def report_lock_error(
     _Report(what, started, budget, database, counters).done(error, surfaced=current_scope() is None)
 
 
-def report_queued(started: float, budget: float, database: str | None, counters: LockCounters) -> _Report:
-    """Report a write transaction that waits at the write gate for another writer; the
-    caller reports the end of the wait with ``.done(None, surfaced=False)``."""
-    report = _Report("BEGIN", started, budget, database, counters)
-    report.event(WRITER_QUEUED, None)
+def report_queued(
+    name: str, what: str, *, started: float, budget: float, database: str | None, counters: LockCounters
+) -> _Report:
+    """Report an operation that waits for another's turn (*name*: ``writer_queued`` at the
+    write gate, ``thread_queued`` behind another thread's transaction); the caller reports
+    the end of the wait with ``.done(None, surfaced=False)``, or ``.done(error, ...)``."""
+    report = _Report(what, started, budget, database, counters)
+    report.event(name, None)
     return report
 
 
@@ -302,21 +307,31 @@ def retry_after_lock_error(
 # -- retry scopes: @retry_on_lock ----------------------------------------------------------
 
 
-class Participant(Protocol):
-    """What a scope needs of a :class:`~sqlite_resilient.ResilientConnection`."""
-
-    _self_fresh: bool
-    _self_ended: int
-    _self_busy_ms: int
-    _self_busy_now: int
-    _self_counters: LockCounters
+class Member(Protocol):
+    """What a scope needs of a connection its attempt uses (a
+    :class:`~sqlite_resilient.ResilientConnection`'s dispatcher, or :class:`PlainMember`)."""
 
     @property
+    def raw(self) -> sqlite3.Connection: ...
+    @property
     def database_path(self) -> str | None: ...
+    @property
+    def counters(self) -> LockCounters | None: ...
+    @property
+    def busy_now(self) -> int: ...
 
-    def _self_set_busy(self, milliseconds: int) -> None: ...
+    def owns_transaction(self) -> bool:
+        """Whether a transaction of this thread's is open (for a scope: one open before
+        the call, which it must leave to its owner)."""
 
-    def _self_statement_ended(self) -> None: ...
+    def rollback_attempt(self) -> None:
+        """Roll back the transaction of this thread's, if one is open."""
+
+    def bound_busy(self, milliseconds: int) -> None:
+        """Let SQLite's busy handler wait at most *milliseconds*."""
+
+    def restore_busy(self) -> None:
+        """Give SQLite's busy handler its own value back."""
 
 
 Runner = Callable[[Callable[[], None]], Awaitable[object]]
@@ -329,21 +344,41 @@ def is_pep249(raw: sqlite3.Connection) -> bool:
     return getattr(raw, "autocommit", None) is False
 
 
-def rollback(raw: sqlite3.Connection, proxy: Participant | None) -> None:
-    """Roll back the transaction of *raw* if one is open, in every transaction mode, and
-    let the write gate go if a ``BEGIN`` statement or an implicit transaction held it."""
-    try:
-        if not raw.in_transaction:
-            return
-        if is_pep249(raw):
-            raw.rollback()  # and Python opens the next transaction, as that mode wants
-            if proxy is not None:
-                proxy._self_fresh = True
-        else:
-            raw.execute("ROLLBACK")
-    finally:
-        if proxy is not None:
-            proxy._self_statement_ended()
+def rollback(raw: sqlite3.Connection) -> None:
+    """Roll back the transaction of *raw* if one is open, in every transaction mode (under
+    ``autocommit=False`` Python opens the next one, as that mode wants)."""
+    if not raw.in_transaction:
+        return
+    if is_pep249(raw):
+        raw.rollback()
+    else:
+        raw.execute("ROLLBACK")
+
+
+class PlainMember:
+    """A plain :class:`sqlite3.Connection` as a scope sees it: its transactions, and no
+    busy handler or statistics of the library's."""
+
+    __slots__ = ("raw",)
+
+    counters: LockCounters | None = None
+    database_path: str | None = None
+    busy_now = 0
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self.raw = raw
+
+    def owns_transaction(self) -> bool:
+        return self.raw.in_transaction
+
+    def rollback_attempt(self) -> None:
+        rollback(self.raw)
+
+    def bound_busy(self, milliseconds: int) -> None:  # pragma: no cover - busy_now is 0
+        pass
+
+    def restore_busy(self) -> None:  # pragma: no cover - never bounded
+        pass
 
 
 class Scope:
@@ -355,68 +390,63 @@ class Scope:
         self.budget = budget
         self.started = time.monotonic()
         self.deadline = self.started + budget
-        # id(raw connection) -> (raw, proxy or None, whether it was in a transaction already,
-        # how many transactions the proxy had ended when the attempt last used it)
-        self.seen: dict[int, tuple[sqlite3.Connection, Participant | None, bool, int]] = {}
-        self.bounded: dict[int, Participant] = {}  # proxies whose busy handler was lowered
-        self.failed_on: Participant | None = None  # whose lock error ended the last attempt
+        # id(raw connection) -> (member, whether a transaction of its was open before the call)
+        self.members: dict[int, tuple[Member, bool]] = {}
+        self.bounded: dict[int, Member] = {}  # members whose busy handler was lowered
+        self.failed_on: Member | None = None  # whose lock error ended the last attempt
         self.thread = threading.get_ident()
-        # id(proxy) -> (proxy, runner) of connections used in worker threads (see worker())
-        self.workers: dict[int, tuple[Participant, Runner]] = {}
+        # id(raw connection) -> (member, runner) of connections used in worker threads (see worker())
+        self.workers: dict[int, tuple[Member, Runner]] = {}
 
-    def touch(self, raw: sqlite3.Connection, proxy: Participant | None) -> None:
-        """Note that the attempt uses *raw* (wrapped by *proxy*), and keep SQLite's busy
-        handler of *proxy* within what is left of the budget."""
-        seen = self.seen.get(id(raw))
-        if seen is None:
-            outer = raw.in_transaction and not (proxy is not None and proxy._self_fresh and is_pep249(raw))
-            self.seen[id(raw)] = (raw, proxy, outer, proxy._self_ended if proxy is not None else 0)
-        elif proxy is not None and proxy._self_ended != seen[3]:
-            self.seen[id(raw)] = (raw, proxy, seen[2], proxy._self_ended)
-        if proxy is not None:
+    def join(self, member: Member) -> None:
+        """Note that the attempt uses *member*, and keep SQLite's busy handler of it within
+        what is left of the budget."""
+        key = id(member.raw)
+        if key not in self.members:
+            self.members[key] = (member, member.owns_transaction())
+        if member.busy_now:
             left_ms = int((self.deadline - time.monotonic()) * 1000)
-            if left_ms < proxy._self_busy_now - BUSY_SLACK_MS:
-                proxy._self_set_busy(max(left_ms, 0))
-                self.bounded[id(proxy)] = proxy
+            if left_ms < member.busy_now - BUSY_SLACK_MS:
+                member.bound_busy(max(left_ms, 0))
+                self.bounded[key] = member
 
-    def touch_arguments(self, values: Iterable[object]) -> None:
-        """Note the connections among a call's arguments before the function runs."""
+    def join_arguments(self, values: Iterable[object]) -> None:
+        """Note the plain connections among a call's arguments before the function runs
+        (a :class:`~sqlite_resilient.ResilientConnection` joins with its first call)."""
         for value in values:
-            if isinstance(value, sqlite3.Connection):
-                raw = getattr(value, "__wrapped__", value)
+            if isinstance(value, sqlite3.Connection) and getattr(value, "__wrapped__", value) is value:
                 with contextlib.suppress(sqlite3.ProgrammingError):  # closed: the function will say
-                    self.touch(raw, cast("Participant", value) if raw is not value else None)
+                    self.join(PlainMember(value))
 
     @property
     def outer_transaction(self) -> bool:
         """Whether the attempt used a connection whose transaction was open before the call."""
-        return any(outer for _, _, outer, _ in self.seen.values())
+        return any(outer for _, outer in self.members.values())
 
-    def lock_error_in(self, proxy: Participant) -> None:
-        self.failed_on = proxy
+    def lock_error_in(self, member: Member) -> None:
+        self.failed_on = member
 
-    def worker(self, proxy: Participant, run: Runner) -> None:
-        """Note that *proxy* is used in a worker thread, in which ``await run(fn)`` calls
+    def worker(self, member: Member, run: Runner) -> None:
+        """Note that *member* is used in a worker thread, in which ``await run(fn)`` calls
         ``fn()`` (:mod:`sqlite_resilient.aio`): the async decorator rolls it back and restores
         its busy handler there, since :mod:`sqlite3` refuses both from another thread."""
-        self.workers[id(proxy)] = (proxy, run)
+        self.workers[id(member.raw)] = (member, run)
 
-    def _runner(self, proxy: Participant | None) -> Runner | None:
-        worker = self.workers.get(id(proxy)) if proxy is not None else None
-        return worker[1] if worker is not None and worker[0] is proxy else None
+    def _runner(self, member: Member) -> Runner | None:
+        worker = self.workers.get(id(member.raw))
+        return worker[1] if worker is not None and worker[0] is member else None
 
-    def _undo_attempt(self) -> Iterator[tuple[Participant | None, Callable[[], None]]]:
+    def _undo_attempt(self) -> Iterator[tuple[Member, Callable[[], None]]]:
         """The rollbacks of the transactions this attempt opened: never one open before
-        the call, nor one begun after the attempt's own ended through the proxy (a pool,
-        such as SQLAlchemy's, may have rolled back the attempt's transaction and handed
-        the connection to another thread)."""
-        for raw, proxy, outer, ended in list(self.seen.values()):
-            if not outer and (proxy is None or proxy._self_ended == ended):
-                yield proxy, functools.partial(rollback, raw, proxy)
+        the call, nor one of another thread (a pool, such as SQLAlchemy's, may have rolled
+        back the attempt's transaction and handed the connection to another thread)."""
+        for member, outer in list(self.members.values()):
+            if not outer:
+                yield member, member.rollback_attempt
 
-    def _undo_bounds(self) -> Iterator[tuple[Participant | None, Callable[[], None]]]:
-        for proxy in list(self.bounded.values()):
-            yield proxy, functools.partial(proxy._self_set_busy, proxy._self_busy_ms)
+    def _undo_bounds(self) -> Iterator[tuple[Member, Callable[[], None]]]:
+        for member in list(self.bounded.values()):
+            yield member, member.restore_busy
 
     def attempt_failed(self) -> None:
         """Roll back the transactions this attempt opened (see :meth:`_undo_attempt`)."""
@@ -429,7 +459,7 @@ class Scope:
         await self._run_all(self._undo_attempt())
 
     def next_attempt(self) -> None:
-        self.seen.clear()
+        self.members.clear()
 
     def close(self) -> None:
         """Give the connections whose busy handler was lowered their own back."""
@@ -441,9 +471,9 @@ class Scope:
         """:meth:`close`, each in the thread of its connection."""
         await self._run_all(self._undo_bounds())
 
-    async def _run_all(self, calls: Iterable[tuple[Participant | None, Callable[[], None]]]) -> None:
-        for proxy, call in calls:
-            run = self._runner(proxy)
+    async def _run_all(self, calls: Iterable[tuple[Member, Callable[[], None]]]) -> None:
+        for member, call in calls:
+            run = self._runner(member)
             with contextlib.suppress(sqlite3.ProgrammingError):  # closed meanwhile
                 if run is None:
                     call()
@@ -496,7 +526,7 @@ class _Retrier:
     def start_attempt(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.attempts += 1
         self.scope.next_attempt()
-        self.scope.touch_arguments((*args, *kwargs.values()))
+        self.scope.join_arguments((*args, *kwargs.values()))
 
     def failed(self, error: BaseException) -> None:
         if transient_cause(error) is not None:
@@ -526,12 +556,12 @@ class _Retrier:
         }
 
     def report(self, name: str, error: BaseException | None, wait: float = 0.0) -> None:
-        proxy = self.scope.failed_on
+        member = self.scope.failed_on
         emit(
             LockEvent(
                 name=name,
                 operation=self.scope.operation,
-                database=proxy.database_path if proxy is not None else None,
+                database=member.database_path if member is not None else None,
                 attempt=self.attempts,
                 waited=time.monotonic() - self.scope.started,
                 wait=wait,
@@ -559,9 +589,10 @@ class _Retrier:
             self.report(LOCK_WAITED, None)
         elif lock_error:
             self.report(LOCK_ERROR, error)
-        proxy = self.scope.failed_on
-        if proxy is not None:
-            proxy._self_counters.record(
+        member = self.scope.failed_on
+        counters = member.counters if member is not None else None
+        if counters is not None:
+            counters.record(
                 attempts=self.attempts,
                 retries=self.attempts - 1,
                 waited=time.monotonic() - self.scope.started,

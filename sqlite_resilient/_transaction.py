@@ -5,19 +5,22 @@ It works the same in every transaction-control mode of :mod:`sqlite3`: the legac
 ``autocommit=True`` and ``autocommit=False``. Transactions are begun and ended with SQL
 statements (``commit()`` does nothing under ``autocommit=True``), except under
 ``autocommit=False``, where Python must open the next transaction itself.
+
+A block talks to its connection through a small interface (:class:`Link`): a
+:class:`~sqlite_resilient.ResilientConnection`'s dispatcher (so that the block's decisions
+and statements are made in the thread's turn and settle the write gate), or
+:class:`PlainLink` for a plain :class:`sqlite3.Connection`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import Any, Callable, Generic, Literal, Protocol, TypeVar
 
+from ._dispatch import dispatcher_of
 from ._errors import ConfigurationError, TransactionEndedError
-from ._retry import current_scope, is_pep249, rollback
-
-if TYPE_CHECKING:
-    from ._connection import ResilientConnection
+from ._retry import PlainMember, current_scope, is_pep249, rollback
 
 __all__ = ["Transaction", "TransactionMode", "db_transaction"]
 
@@ -25,13 +28,64 @@ TransactionMode = Literal["deferred", "immediate", "exclusive"]
 MODES: tuple[str, ...] = ("deferred", "immediate", "exclusive")
 
 ConnectionT = TypeVar("ConnectionT", bound=sqlite3.Connection)
+T = TypeVar("T")
 
-_depths: dict[int, int] = {}
-"""How many blocks are open on each connection (by ``id`` of the :mod:`sqlite3` one): a
-block's savepoint is named after its depth, so that its statements are the same text each
-time (kept in :mod:`sqlite3`'s statement cache, instead of prepared anew and evicting the
-caller's statements). A block inside is always deeper, so a name is never that of a
-savepoint the block does not own, while blocks are left in the order they were entered."""
+SAVEPOINT = "sqlite_resilient"
+"""The name of every block's savepoint: ``RELEASE`` and ``ROLLBACK TO`` act on the innermost
+savepoint of a name, which is the block's own while blocks are left in the order they were
+entered; one name keeps the statements the same text (kept prepared in :mod:`sqlite3`'s
+statement cache, instead of pushing the caller's statements out of it)."""
+
+
+class Link(Protocol):
+    """What a block needs of its connection."""
+
+    @property
+    def raw(self) -> sqlite3.Connection: ...
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(*args)`` as one step of the connection's transaction control."""
+
+    def transaction_open(self) -> bool:
+        """Whether a transaction with (possibly) work in it is open."""
+
+    def begin_transaction(self, mode: str) -> None:
+        """``BEGIN <mode>``, within the connection's budget."""
+
+    def commit_transaction(self, statement: bool = False) -> None:
+        """Commit the block's transaction (*statement*: by a ``COMMIT`` statement)."""
+
+    def rollback_transaction(self) -> None:
+        """Roll the open transaction back."""
+
+
+class PlainLink(PlainMember):
+    """A plain :class:`sqlite3.Connection`: its own waits (``timeout``), no write gate, no
+    turns; a decorated call's scope sees it."""
+
+    __slots__ = ()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        scope = current_scope()
+        if scope is not None:
+            scope.join(self)
+        return fn(*args)
+
+    def transaction_open(self) -> bool:
+        return self.raw.in_transaction
+
+    def begin_transaction(self, mode: str) -> None:
+        self.raw.execute(f"BEGIN {mode}")
+
+    def commit_transaction(self, statement: bool = False) -> None:
+        raw = self.raw
+        if is_pep249(raw):
+            raw.commit()
+        else:
+            raw.execute("COMMIT")
+
+    def rollback_transaction(self) -> None:
+        rollback(self.raw)
 
 
 def _no_such_savepoint(error: sqlite3.Error) -> bool:
@@ -46,93 +100,50 @@ class Transaction(Generic[ConnectionT]):
     is still the block's own, not one that began after it ended inside the block.
     """
 
-    __slots__ = ("_began", "_connection", "_gated", "_mode", "_proxy", "_raw", "_savepoint")
+    __slots__ = ("_began", "_connection", "_link", "_mode")
 
     def __init__(self, connection: ConnectionT, mode: TransactionMode | None = None) -> None:
         if not isinstance(connection, sqlite3.Connection):
             raise TypeError(f"db_transaction needs a sqlite3.Connection, not {type(connection).__name__}")
-        raw: sqlite3.Connection = getattr(connection, "__wrapped__", connection)
-        self._connection = connection
-        self._raw = raw
-        self._proxy: ResilientConnection | None = connection if raw is not connection else None  # type: ignore[assignment]
+        dispatcher = dispatcher_of(connection)
         if mode is None:
-            mode = "deferred" if self._proxy is not None and self._proxy.read_only else "immediate"
+            mode = "deferred" if dispatcher is not None and dispatcher.read_only else "immediate"
         elif not isinstance(mode, str) or mode.lower() not in MODES:
             raise ConfigurationError(f"transaction mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self._connection = connection
+        self._link: Link = dispatcher if dispatcher is not None else PlainLink(connection)
         self._mode = mode.upper()
-        self._savepoint = ""
         self._began = False
-        self._gated = False  # holds the write gate of the database (see Settings.writer_queue)
-
-    def _owns_open_transaction(self) -> bool:
-        """Under ``autocommit=False`` Python keeps a transaction open; one in which nothing
-        ran since it was opened (the proxy knows) is not anybody's work yet."""
-        proxy = self._proxy
-        return proxy is not None and proxy._self_fresh and is_pep249(self._raw)
 
     def __enter__(self) -> ConnectionT:
-        raw, proxy = self._raw, self._proxy
-        scope = current_scope()
-        if scope is not None:
-            scope.touch(raw, proxy)
-        self._began = not raw.in_transaction or self._owns_open_transaction()
-        if self._began:
-            self._begin()
-        depth = _depths.get(id(raw), 0) + 1
-        _depths[id(raw)] = depth
-        self._savepoint = f"sqlite_resilient_{depth}"
-        try:
-            raw.execute(f'SAVEPOINT "{self._savepoint}"')
-        except BaseException as error:
-            if self._began:
-                self._undo(error)
-            self._leave()
-            raise
+        self._link.run(self._enter)
         return self._connection
 
-    def _begin(self) -> None:
-        raw, proxy = self._raw, self._proxy
-        pep249 = raw.in_transaction  # autocommit=False, nothing ran yet: ours replaces it
-        if pep249:
-            raw.execute("ROLLBACK")
-        begin = f"BEGIN {self._mode}"
+    def _enter(self) -> None:
+        link = self._link
+        self._began = not link.transaction_open()
+        if self._began:
+            link.begin_transaction(self._mode)
         try:
-            if proxy is None:
-                raw.execute(begin)
-            else:
-                self._gated = proxy._self_begin(begin, write=self._mode != "DEFERRED")
-                proxy._self_fresh = False
-        except BaseException:
-            if pep249 and not raw.in_transaction:
-                raw.execute("BEGIN")  # what autocommit=False promises: a transaction is open
+            link.raw.execute(f'SAVEPOINT "{SAVEPOINT}"')
+        except BaseException as error:
+            if self._began:  # (a nested block has nothing to undo: its savepoint was not set)
+                self._undo(error)
             raise
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
-        try:
-            if exc is None:
-                self._commit()
-            else:
-                self._undo(exc)
-        finally:
-            self._leave()
+        self._link.run(self._exit, exc)
         return False
 
-    def _leave(self) -> None:
-        """The block is over: one level less on the connection, and the write gate let go."""
-        key = id(self._raw)
-        depth = _depths.pop(key, 1) - 1
-        if depth > 0:
-            _depths[key] = depth
-        if self._gated and self._proxy is not None:
-            self._gated = False
-            self._proxy._self_leave_gate()
-
-    def _commit(self) -> None:
-        raw, proxy = self._raw, self._proxy
+    def _exit(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            self._undo(exc)
+            return
+        link = self._link
         try:
-            raw.execute(f'RELEASE "{self._savepoint}"')
+            link.raw.execute(f'RELEASE "{SAVEPOINT}"')
         except sqlite3.OperationalError as error:
             if not _no_such_savepoint(error):
                 self._undo(error)
@@ -145,31 +156,26 @@ class Transaction(Generic[ConnectionT]):
             )
             self._undo(ended)
             raise ended from None
-        if not self._began:
-            return
-        try:
-            if proxy is None:
-                raw.execute("COMMIT")
-            elif is_pep249(raw):
-                proxy.commit()
-            else:
-                proxy._self_finish(lambda: raw.execute("COMMIT"))
-        except BaseException as error:
-            self._undo(error)
-            raise
+        if self._began:
+            try:
+                link.commit_transaction(statement=True)
+            except BaseException as error:
+                self._undo(error)
+                raise
 
     def _undo(self, error: BaseException) -> None:
         """Roll back what the block did; *error*, the reason, is what propagates."""
-        raw = self._raw
+        link = self._link
+        raw = link.raw
         try:
             if self._began:
                 if raw.in_transaction:
-                    rollback(raw, self._proxy)
+                    link.rollback_transaction()
                 elif is_pep249(raw):
                     raw.execute("BEGIN")  # autocommit=False keeps a transaction open
-            elif self._savepoint:
-                raw.execute(f'ROLLBACK TO "{self._savepoint}"')
-                raw.execute(f'RELEASE "{self._savepoint}"')
+            else:
+                raw.execute(f'ROLLBACK TO "{SAVEPOINT}"')
+                raw.execute(f'RELEASE "{SAVEPOINT}"')
         except sqlite3.Error as failure:
             if isinstance(failure, sqlite3.OperationalError) and _no_such_savepoint(failure):
                 return  # the transaction ended inside the block; its owner is told
@@ -190,17 +196,20 @@ def db_transaction(connection: ConnectionT, mode: TransactionMode | None = None)
       waits as its own ``timeout`` says). Taking the lock first means no
       ``SQLITE_BUSY_SNAPSHOT`` later: a read-then-write transaction cannot fail halfway
       because another writer committed in between.
-    - Nested in an open transaction (another ``db_transaction``, or an implicit transaction
-      of the legacy mode), it becomes a ``SAVEPOINT``: an error rolls back only the inner
-      block, and nothing is committed until the outer transaction is.
+    - Nested in an open transaction of the same thread (another ``db_transaction``, or an
+      implicit transaction of the legacy mode), it becomes a ``SAVEPOINT``: an error rolls
+      back only the inner block, and nothing is committed until the outer transaction is.
+    - On a :class:`~sqlite_resilient.ResilientConnection` that threads share, a block
+      never nests in another thread's transaction: it waits, within the budget, for that
+      transaction to end and then begins its own.
     - An error that made SQLite roll the transaction back itself (a full disk, an I/O
       error) propagates unchanged, never as "cannot rollback - no transaction is active";
       the connection stays usable.
     - Under ``autocommit=False`` (Python 3.12+) Python keeps a transaction open at all
-      times. On a :class:`~sqlite_resilient.ResilientConnection` in which nothing ran since
-      it was opened, it is replaced by ``BEGIN <mode>``; otherwise (and always on a plain
-      :class:`sqlite3.Connection`, which cannot tell) it may hold the caller's work, and
-      the block nests in it as a ``SAVEPOINT``.
+      times. On a :class:`~sqlite_resilient.ResilientConnection` on which nothing was
+      called since that transaction was opened, it is replaced by ``BEGIN <mode>``;
+      otherwise (and always on a plain :class:`sqlite3.Connection`, which cannot tell) it
+      may hold the caller's work, and the block nests in it as a ``SAVEPOINT``.
 
     Args:
         connection: The connection to run the transaction on; returned by ``with``.

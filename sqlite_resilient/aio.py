@@ -64,8 +64,9 @@ except ImportError as error:  # the extra is not installed
 
 from ._connection import ResilientConnection
 from ._connection import connect as _connect
+from ._dispatch import dispatcher_of
 from ._pragmas import PragmaValue
-from ._retry import Participant, current_scope, run_lent
+from ._retry import current_scope, run_lent
 from ._settings import Settings
 from ._transaction import Transaction as _SyncTransaction
 from ._transaction import TransactionMode, db_transaction
@@ -149,8 +150,9 @@ class Connection(aiosqlite.Connection):
         every call of aiosqlite's connection and cursors comes through here."""
         function = functools.partial(fn, *args, **kwargs) if args or kwargs else fn
         scope = current_scope()
-        if scope is not None and self._connection is not None:
-            scope.worker(cast("Participant", self._connection), self._sr_in_worker)
+        dispatcher = dispatcher_of(self._connection)
+        if scope is not None and dispatcher is not None:
+            scope.worker(dispatcher, self._sr_in_worker)
         context = contextvars.copy_context()
         result = await super()._execute(context.run, run_lent, function)  # type: ignore[no-untyped-call]
         return cast("T", result)

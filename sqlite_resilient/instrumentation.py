@@ -18,6 +18,9 @@ Event names:
 - ``sqlite_resilient.writer_queued``: a write transaction waits for the writer ahead of it
   (see ``Settings.writer_queue``) before its ``BEGIN``; a ``lock_waited`` event for
   ``BEGIN`` follows when its turn comes, and the wait counts in :class:`LockStats`.
+- ``sqlite_resilient.thread_queued``: a call on a connection that threads share waits for
+  another thread's transaction on it to end; a ``lock_waited`` event follows when its turn
+  comes, and the wait counts in :class:`LockStats`.
 - ``sqlite_resilient.lock_error``: a lock error reaches the caller: the budget is spent (the
   error is a :class:`~sqlite_resilient.DatabaseLockedError`), or retrying was unsafe (inside
   a transaction, or a transaction was open before a decorated call).
@@ -55,6 +58,7 @@ RETRY_SCHEDULED = "sqlite_resilient.retry_scheduled"
 LOCK_WAITED = "sqlite_resilient.lock_waited"
 LOCK_ERROR = "sqlite_resilient.lock_error"
 WRITER_QUEUED = "sqlite_resilient.writer_queued"
+THREAD_QUEUED = "sqlite_resilient.thread_queued"
 WAL_FALLBACK = "sqlite_resilient.wal_fallback"
 
 _DATACLASS_OPTIONS: dict[str, Any] = {"kw_only": True, "slots": True} if sys.version_info >= (3, 10) else {}
@@ -66,8 +70,8 @@ class LockEvent:
     function decorated with :func:`~sqlite_resilient.retry_on_lock`.
 
     Attributes:
-        name: ``sqlite_resilient.retry_scheduled``, ``.lock_waited``, ``.writer_queued`` or
-            ``.lock_error``.
+        name: ``sqlite_resilient.retry_scheduled``, ``.lock_waited``, ``.writer_queued``,
+            ``.thread_queued`` or ``.lock_error``.
         operation: ``"execute"``, ``"executemany"``, ``"commit"``, ``"connection set-up"``,
             or the qualified name of a decorated function.
         database: The database file of the connection that met the lock, if known.
@@ -76,7 +80,7 @@ class LockEvent:
         wait: Seconds of backoff before the next attempt (``retry_scheduled``), else 0.
         budget: The operation's lock-wait budget in seconds.
         error: The lock error (for ``lock_error``, the exception the caller gets), or
-            ``None`` for ``lock_waited`` and ``writer_queued``.
+            ``None`` for ``lock_waited``, ``writer_queued`` and ``thread_queued``.
     """
 
     name: str

@@ -155,8 +155,8 @@ def run_helper() -> RunHelper:
 
 class LockHolder:
     """A helper process that holds a lock until :meth:`release`: a SQLite lock
-    (``hold-lock DB MODE``: plain :mod:`sqlite3`, ``BEGIN <mode>``) or a ``flock``
-    (``hold-flock PATH``).
+    (``hold-lock DB MODE``: plain :mod:`sqlite3`, ``BEGIN <mode>``) or the library's write
+    gate (``hold-gate DB``).
 
     The helper writes one line to its stdout once it holds the lock; :meth:`wait_locked`
     returns only after reading it. :meth:`release` makes it let go (``COMMIT``) and waits
@@ -235,13 +235,14 @@ def lock_holder() -> Iterator[StartLockHolder]:
 
 
 @pytest.fixture
-def flock_holder() -> Iterator[Callable[[Path], LockHolder]]:
-    """Start a helper process that holds an exclusive ``flock`` on a file: ``flock_holder(path)``.
+def gate_holder() -> Iterator[Callable[[Path], LockHolder]]:
+    """Start a helper process that holds the write gate of a database:
+    ``gate_holder(db_path)``.
 
-    Returns once the lock is held; ``.release()`` lets it go. Stopped at teardown.
+    Returns once the gate is held; ``.release()`` lets it go. Stopped at teardown.
     """
     with _holders() as hold:
-        yield lambda path: hold("hold-flock", str(path))
+        yield lambda database: hold("hold-gate", str(database))
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ Commands:
     Open *DB* with plain :mod:`sqlite3`, ``BEGIN MODE`` (``EXCLUSIVE``, ``IMMEDIATE``),
     print ``locked``, wait for a line (or EOF) on stdin, ``COMMIT``, print ``released``.
 
-``hold-flock PATH``
-    Take an exclusive ``flock(2)`` on *PATH* (created if missing), print ``locked``, wait for
-    a line (or EOF) on stdin, release it and print ``released``.
+``hold-gate DB``
+    Take the write gate of *DB* (the library's queue of writers, see
+    ``sqlite_resilient._gate``) without touching SQLite's lock, print ``locked``, wait for a
+    line (or EOF) on stdin, let it go and print ``released``.
 
 ``crash-mid-write DB``
     Start a large UPDATE of table ``t`` in *DB* with a tiny page cache, so that changed
@@ -70,18 +71,20 @@ def hold_lock(database: str, mode: str) -> int:
     return 0
 
 
-def hold_flock(path: str) -> int:
-    """Hold an exclusive ``flock`` on *path* until stdin says so."""
-    import fcntl
+def hold_gate(database: str) -> int:
+    """Hold the write gate of *database* until stdin says so."""
+    from sqlite_resilient._gate import open_gate
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    gate = open_gate(database)
+    if gate is None:
+        raise SystemExit(f"no write gate for {database!r}")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not gate.try_acquire():
+            raise SystemExit("the write gate is taken")
         print("locked", flush=True)
         sys.stdin.readline()
-        fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        os.close(fd)
+        gate.close()
     print("released", flush=True)
     return 0
 
@@ -270,8 +273,8 @@ def main(argv: list[str]) -> int:
     command, *args = argv
     if command == "hold-lock":
         return hold_lock(args[0], args[1])
-    if command == "hold-flock":
-        return hold_flock(args[0])
+    if command == "hold-gate":
+        return hold_gate(args[0])
     if command == "crash-mid-write":
         return crash_mid_write(args[0])
     if command == "probe-journal":

@@ -21,6 +21,7 @@ import pytest
 
 import sqlite_resilient
 from sqlite_resilient import ForkedConnectionError, ResilientConnection
+from sqlite_resilient._gate import open_gate
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is not available on this platform")
 
@@ -225,16 +226,16 @@ def test_child_closes_its_copy_of_the_write_gate_and_the_parent_keeps_it(tmp_pat
             os.path.realpath(f"/proc/self/fd/{fd}") == gate for fd in os.listdir("/proc/self/fd") if fd.isdigit()
         )
 
-    with contextlib.closing(sqlite_resilient.connect(tmp_path / "app.db")) as rival, conn.transaction():
+    with conn.transaction():
         conn.execute("INSERT INTO t VALUES (3)")
         report = run_in_child(lambda: {"descriptors on the gate": open_on_gate()})
         assert report == {"descriptors on the gate": 0}
-        rival_gate = rival._self_writer_gate()
+        rival_gate = open_gate(str(tmp_path / "app.db"))
         assert rival_gate is not None
         assert not rival_gate.try_acquire()  # still the parent's
-    with contextlib.closing(sqlite_resilient.connect(tmp_path / "app.db")) as rival:
-        rival_gate = rival._self_writer_gate()
-        assert rival_gate is not None
-        assert rival_gate.try_acquire()
-        rival_gate.release()
+        rival_gate.close()
+    rival_gate = open_gate(str(tmp_path / "app.db"))
+    assert rival_gate is not None
+    assert rival_gate.try_acquire()
+    rival_gate.close()
     conn.close()

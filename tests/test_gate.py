@@ -9,7 +9,7 @@ for it and go on when it is released, a gate held too long never outlasts the bu
 from __future__ import annotations
 
 import contextlib
-import os
+import signal
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -46,15 +46,28 @@ def connections() -> Iterator[Callable[..., ResilientConnection]]:
 
 
 @pytest.fixture
-def gate(db: Path, connections: Callable[..., ResilientConnection]) -> WriteGate:
-    """The write gate of ``db``, as another connection of this process sees it."""
-    handle = connections(db)._self_writer_gate()
+def gate(db: Path) -> Iterator[WriteGate]:
+    """A handle on the write gate of ``db``, as another connection of this process has."""
+    handle = open_gate(str(db))
     assert handle is not None
-    return handle
+    try:
+        yield handle
+    finally:
+        handle.close()
 
 
 def gate_of(db: Path) -> Path:
     return db.with_name(db.name + "-writers")
+
+
+def gate_is_free(db: Path) -> bool:
+    """Whether a new handle on the gate of *db* could take it now."""
+    handle = open_gate(str(db))
+    assert handle is not None
+    try:
+        return handle.try_acquire()
+    finally:
+        handle.close()
 
 
 def is_free(gate: WriteGate) -> bool:
@@ -62,15 +75,6 @@ def is_free(gate: WriteGate) -> bool:
     taken = gate.try_acquire()
     gate.release()
     return taken
-
-
-def descriptors_of(path: Path) -> int:
-    """How many descriptors of this process are open on *path*."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
-    return count
 
 
 def rows(db: Path) -> list[Any]:
@@ -137,26 +141,52 @@ def test_second_writer_queues_at_the_gate_and_goes_on(
 
 
 def test_gate_held_past_the_budget_leaves_it_to_sqlite(
-    db: Path, connections: Callable[..., ResilientConnection], flock_holder: Callable[[Path], LockHolder]
+    db: Path, connections: Callable[..., ResilientConnection], gate_holder: Callable[[Path], LockHolder]
 ) -> None:
     """A gate held by a process that does not hold SQLite's lock (stuck, or not a writer)
     delays a transaction by at most its budget; then SQLite's lock decides and, being free,
-    lets it commit. The abandoned wait leaks no descriptor once the gate is released."""
-    holder = flock_holder(gate_of(db))
+    lets it commit. The given-up waits leave nothing behind once the gate is released."""
+    holder = gate_holder(db)
     conn = connections(db, timeout=0.3)
-    with conn.transaction():
-        conn.execute("INSERT INTO t VALUES (1)")
-    assert rows(db) == [(1,)]
+    for value in (1, 2, 3):
+        with conn.transaction():
+            conn.execute("INSERT INTO t VALUES (?)", (value,))
+    assert rows(db) == [(1,), (2,), (3,)]
     holder.release()
-    for thread in threading.enumerate():
-        if thread.name == GATE_THREAD:
-            thread.join(20)
-            assert not thread.is_alive()
+    other = open_gate(str(db))
+    assert other is not None
+    try:
+        assert other.acquire(10)  # queued behind the given-up waits, which let go of their places
+    finally:
+        other.close()
     with conn.transaction():  # and the gate works again
-        conn.execute("INSERT INTO t VALUES (2)")
-    assert rows(db) == [(1,), (2,)]
-    if os.path.isdir("/proc/self/fd"):  # one descriptor of the gate is open: the abandoned one was closed
-        assert descriptors_of(gate_of(db)) == 1
+        conn.execute("INSERT INTO t VALUES (4)")
+    assert rows(db) == [(1,), (2,), (3,), (4,)]
+
+
+def test_waits_at_the_gate_reuse_the_waiter_threads(db: Path, connections: Callable[..., ResilientConnection]) -> None:
+    """Writers that queue one after the other are served by the waiter threads already
+    there: no thread is started per wait (a blocking lock call with a time limit needs one
+    thread per wait in progress, not per wait)."""
+    first, second = connections(db), connections(db)
+    queued = threading.Event()
+    instrumentation.set_hooks([lambda event: queued.set() if event.name == WRITER_QUEUED else None])
+    counts = []
+    for value in range(4):
+        queued.clear()
+
+        def write_second(value: int = value) -> None:
+            with second.transaction():
+                second.execute("INSERT INTO t VALUES (?)", (-value,))
+
+        with first.transaction():
+            first.execute("INSERT INTO t VALUES (?)", (value,))
+            thread, outcome = run_in_thread(write_second)
+            assert queued.wait(10), outcome
+        thread.join(20)
+        assert outcome == [None]
+        counts.append(sum(thread.name == GATE_THREAD for thread in threading.enumerate()))
+    assert counts[1:] == counts[:1] * 3
 
 
 def test_no_gate_where_the_side_file_cannot_be_opened(
@@ -200,17 +230,14 @@ def test_gate_is_released_when_begin_fails(
     ],
 )
 def test_begin_statements_queue_at_the_gate_too(
-    db: Path, connections: Callable[..., ResilientConnection], begin: str, end: str
+    db: Path, connections: Callable[..., ResilientConnection], begin: str, end: str, gate: WriteGate
 ) -> None:
     """A write transaction begun by a statement (as SQLAlchemy sends ``BEGIN IMMEDIATE``)
     holds the gate like ``db_transaction``'s, and lets it go when it ends, whether by
     ``commit()``/``rollback()`` or by a COMMIT/END statement."""
     writer = connections(db, isolation_level=None)
-    rival = connections(db)
     writer.execute(begin)
     assert writer.in_transaction
-    gate = rival._self_writer_gate()
-    assert gate is not None
     assert not is_free(gate)
     writer.execute("INSERT INTO t VALUES (1)")
     if end.endswith("()"):
@@ -272,9 +299,7 @@ def test_transactions_begun_by_statements_take_turns(
     assert outcome == [None]
     assert statements.index("second: BEGIN IMMEDIATE") > statements.index("first: COMMIT")
     assert rows(db) == [(1,), (2,)]
-    gate = first._self_writer_gate()
-    assert gate is not None
-    assert is_free(gate)
+    assert gate_is_free(db)
 
 
 @pytest.mark.parametrize("level", [None, "", "DEFERRED"])
@@ -355,9 +380,7 @@ def test_a_queued_implicit_transaction_whose_statement_fails_is_rolled_back(
     assert isinstance(error, sqlite3.OperationalError)
     assert "no such table" in str(error)
     assert not second.in_transaction
-    gate = first._self_writer_gate()
-    assert gate is not None
-    assert is_free(gate)
+    assert gate_is_free(db)
 
 
 @pytest.mark.parametrize(("level", "begin"), [("IMMEDIATE", "INSERT INTO t VALUES (1)"), (None, "BEGIN IMMEDIATE")])
@@ -430,3 +453,80 @@ def test_with_conn_lets_the_gate_go_when_it_rolls_back(
     assert not writer.in_transaction
     assert is_free(gate)
     assert rows(db) == []
+
+
+class Interrupted(Exception):
+    """Raised by a signal handler, as a task queue's soft time limit or Ctrl-C would."""
+
+
+def test_an_exception_while_queued_leaves_the_gate_free(
+    db: Path, connections: Callable[..., ResilientConnection], gate_holder: Callable[[Path], LockHolder]
+) -> None:
+    """A signal handler that raises while a transaction waits at the gate (here SIGUSR1, sent
+    once the wait is reported): the exception propagates, no transaction is open, and once
+    the writer ahead lets the gate go it is free for every other writer: the given-up wait
+    left nothing behind that takes it later."""
+    holder = gate_holder(db)
+    conn = connections(db)
+    queued = threading.Event()
+    instrumentation.set_hooks([lambda event: queued.set() if event.name == WRITER_QUEUED else None])
+    main = threading.get_ident()
+
+    def interrupt() -> None:
+        if queued.wait(10):
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        sender = threading.Thread(target=interrupt)
+        sender.start()
+        with pytest.raises(Interrupted), conn.transaction():
+            pass  # pragma: no cover - never entered
+        sender.join(10)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert queued.is_set()
+    assert not conn.in_transaction
+    holder.release()
+    other = open_gate(str(db))
+    assert other is not None
+    try:
+        assert other.acquire(10), "the gate stayed taken after the interrupted wait"
+    finally:
+        other.close()
+    with conn.transaction():  # and the interrupted connection writes as before
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert rows(db) == [(1,)]
+
+
+def test_a_writer_that_comes_straight_back_queues_behind_the_waiting_one(
+    db: Path, connections: Callable[..., ResilientConnection]
+) -> None:
+    """First come, first served: while one writer holds the gate another queues; the first
+    commits and at once begins its next transaction, which waits for the queued one
+    instead of taking the gate again before the woken writer runs."""
+    first, second = connections(db), connections(db)
+    statements: list[str] = []
+    first.set_trace_callback(lambda sql: statements.append(f"first: {sql}"))
+    second.set_trace_callback(lambda sql: statements.append(f"second: {sql}"))
+    queued = threading.Event()
+    instrumentation.set_hooks([lambda event: queued.set() if event.name == WRITER_QUEUED else None])
+
+    def write_second() -> None:
+        with second.transaction():
+            second.execute("INSERT INTO t VALUES (2)")
+
+    with first.transaction():
+        first.execute("INSERT INTO t VALUES (1)")
+        thread, outcome = run_in_thread(write_second)
+        assert queued.wait(10), outcome
+    with first.transaction():  # straight back
+        first.execute("INSERT INTO t VALUES (3)")
+    thread.join(20)
+    assert outcome == [None]
+    begins = [sql for sql in statements if sql.endswith("BEGIN IMMEDIATE")]
+    assert begins == ["first: BEGIN IMMEDIATE", "second: BEGIN IMMEDIATE", "first: BEGIN IMMEDIATE"]
+    assert rows(db) == [(1,), (2,), (3,)]

@@ -18,6 +18,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -47,6 +48,7 @@ from sqlite_resilient import (
     retry_on_lock,
     set_testing,
 )
+from sqlite_resilient._gate import open_gate
 from sqlite_resilient.instrumentation import LockEvent
 
 RETRY_SCHEDULED = "sqlite_resilient.retry_scheduled"
@@ -880,16 +882,23 @@ def test_a_transaction_begun_after_the_attempts_own_ended_is_left_alone(
 ) -> None:
     """A pool (SQLAlchemy's) rolls back an attempt's transaction on error and may hand the
     connection to another thread, which begins its own, before the decorator cleans up: the
-    decorator rolls back only transactions still the attempt's, so the other thread's
-    transaction survives and commits."""
+    decorator rolls back only transactions still the attempt's (its thread's), so the other
+    thread's transaction survives, and that thread commits it."""
     shared = close_later(sqlite_resilient.connect(db, isolation_level=None, check_same_thread=False))
     locked = make_counter_database(tmp_path / "locked.db")
     lock_holder(locked, "EXCLUSIVE")
     impatient = close_later(sqlite_resilient.connect(locked, timeout=0.05))
+    began = threading.Event()
+    cleaned_up = threading.Event()
 
-    def other_thread_begins() -> None:
+    def other_thread() -> None:
         shared.execute("BEGIN IMMEDIATE")
         shared.execute("INSERT INTO t VALUES ('other thread')")
+        began.set()
+        assert cleaned_up.wait(HELPER_TIMEOUT)
+        shared.commit()
+
+    started: list[tuple[threading.Thread, list[object]]] = []
 
     @retry_on_lock(timeout=30, attempts=1)
     def unit_of_work() -> None:
@@ -899,13 +908,88 @@ def test_a_transaction_begun_after_the_attempts_own_ended_is_left_alone(
             impatient.execute("INSERT INTO t VALUES (1)")
         except sqlite3.OperationalError:
             shared.rollback()  # what the pool does with a connection whose unit of work failed
-            thread, outcome = run_in_thread(other_thread_begins)
-            thread.join(HELPER_TIMEOUT)
-            assert outcome == [None]
+            started.append(run_in_thread(other_thread))
+            assert began.wait(HELPER_TIMEOUT)
             raise
 
     with pytest.raises(DatabaseLockedError):
         unit_of_work()
-    assert shared.in_transaction
-    shared.commit()
+    cleaned_up.set()
+    ((thread, outcome),) = started
+    thread.join(HELPER_TIMEOUT)
+    assert outcome == [None]
     assert query(db, "SELECT x FROM t") == [("other thread",)]
+
+
+# -- what cannot succeed is not retried ----------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["statement", "db_transaction", "begin-statement"])
+def test_a_write_behind_an_unfinished_cursor_of_an_old_snapshot_is_not_retried(
+    db: Path, hook: Recorder, close_later: CloseLater[ResilientConnection], how: str
+) -> None:
+    """A connection whose unfinished SELECT (a loop over rows that updates each) holds a
+    snapshot older than another connection's commit cannot write while that cursor is
+    open: SQLite says ``SQLITE_BUSY_SNAPSHOT`` at once. Waiting cannot change that, so the
+    lock error is raised at once, saying why, and the write gate is let go, instead of
+    spinning for the whole budget while holding it; once the cursor is done, the write
+    works."""
+    conn = close_later(sqlite_resilient.connect(db, timeout=5, isolation_level="IMMEDIATE"))
+    cursor = conn.execute("SELECT x FROM seed")
+    assert cursor.fetchone() == (1,)  # unfinished: its read keeps the snapshot
+    commit_elsewhere(db, "UPDATE counter SET n = n + 100")
+
+    def write() -> None:
+        if how == "statement":
+            conn.execute("UPDATE counter SET n = n + 1")
+        elif how == "begin-statement":
+            conn.execute("BEGIN IMMEDIATE")
+        else:
+            with db_transaction(conn):
+                pass  # pragma: no cover - never entered
+
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        write()
+    error = caught.value
+    assert not isinstance(error, DatabaseLockedError)
+    assert is_lock_error(error)
+    assert "unfinished" in str(error)
+    assert "snapshot" in str(error)
+    if HAS_ERROR_CODES:
+        assert error.sqlite_errorname == "SQLITE_BUSY_SNAPSHOT"
+    assert hook.named(RETRY_SCHEDULED) == []
+    assert not conn.in_transaction
+    gate = open_gate(str(db))
+    assert gate is not None
+    try:
+        assert gate.try_acquire()
+    finally:
+        gate.close()
+    assert cursor.fetchall() == [(2,), (3,), (4,), (5,)]
+    conn.execute("UPDATE counter SET n = n + 1")
+    conn.commit()
+    assert counter(db) == 101
+
+
+def test_a_failed_script_attempt_is_rolled_back_not_committed_by_the_next(
+    tmp_path: Path, lock_holder: StartLockHolder, hook: Recorder, close_later: CloseLater[ResilientConnection]
+) -> None:
+    """``executescript`` inside ``@retry_on_lock``: the script's COMMIT cannot get its lock
+    past the budget (a reader holds a shared lock, rollback journal), so the attempt fails
+    with its transaction open. The decorator rolls that transaction back before the re-run,
+    which must not find it and commit it (``executescript`` commits a pending transaction
+    first): the increment is applied once."""
+    db = make_counter_database(tmp_path / "rollback.db")
+    conn = close_later(sqlite_resilient.connect(db, timeout=0.3, pragmas={"journal_mode": "delete"}))
+    reader = lock_holder(db, "DEFERRED")
+    hook.on_retry = lambda event: reader.release() if reader.process.poll() is None else None
+
+    @retry_on_lock(timeout=30)
+    def bump() -> None:
+        conn.executescript("BEGIN IMMEDIATE; UPDATE counter SET n = n + 1; COMMIT;")
+
+    bump()
+    assert hook.failures == []
+    assert len(hook.named(RETRY_SCHEDULED)) == 1
+    assert not conn.in_transaction
+    assert counter(db) == 1

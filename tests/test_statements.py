@@ -110,11 +110,16 @@ def test_commit_meeting_a_reader_is_retried_with_the_transaction_kept(
     conn = sqlite_resilient.connect(
         db, timeout=20, pragmas={"journal_mode": "delete", **NO_SQLITE_WAIT}, check_same_thread=False
     )
-    conn.execute("INSERT INTO t VALUES (1)")
     reader = lock_holder(db, "DEFERRED")  # holds SHARED: the COMMIT cannot take EXCLUSIVE
+    committing = threading.Event()
+    conn.set_trace_callback(lambda sql: committing.set() if sql == "COMMIT" else None)
 
-    thread, started, outcome = run_in_thread_traced(conn, conn.commit)
-    assert started.wait(10)
+    def write() -> None:  # in one thread: a transaction belongs to the thread that began it
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.commit()
+
+    thread, outcome = run_in_thread(write)
+    assert committing.wait(10)
     reader.release()
     thread.join(20)
     assert outcome == [None]

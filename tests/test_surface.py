@@ -13,6 +13,7 @@ import pytest
 import sqlite_resilient
 
 OWN_NAMES = {
+    "AbandonedTransactionWarning",
     "CHECKPOINT_MODES",
     "CheckpointMode",
     "CheckpointResult",
