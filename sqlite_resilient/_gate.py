@@ -170,14 +170,15 @@ class _Place:
         self.fd = -1
         self._state = _WAITING
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._done = threading.Lock()  # held until the waiter thread is done with the place
+        self._done.acquire()
 
     def wait(self, timeout: float) -> bool:
         """Queue, and wait at most *timeout* seconds for the turn; say whether it came.
         Whatever ends the wait early (the timeout, an exception), the place is given up."""
         try:
             _waiters.submit(self)
-            self._done.wait(max(timeout, 0.0))
+            self._done.acquire(timeout=max(timeout, 0.0))
         finally:
             with self._lock:
                 if self._state is _WAITING:
@@ -218,7 +219,7 @@ class _Place:
             with self._lock:
                 mine = not (granted and self._state is _WAITING)
                 self._state = _ENDED if mine else _GRANTED
-                self._done.set()
+                self._done.release()
             if mine and self.fd >= 0:
                 _let_go(self.fd)
 

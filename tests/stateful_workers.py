@@ -97,8 +97,11 @@ class Write:
     ``"implicit"``: code written for :mod:`sqlite3` (legacy control only), whose first
     INSERT opens Python's implicit transaction inside ``with conn:`` (commit, or rollback
     on an exception); or ``"statement"``: a ``BEGIN IMMEDIATE`` statement, then
-    ``commit()`` or ``rollback()``, as SQLAlchemy does (``isolation_level=None`` only).
-    Nested blocks are ``db_transaction``'s savepoints in every mode."""
+    ``commit()`` or ``rollback()``, as SQLAlchemy does (``isolation_level=None`` only); or
+    ``"script"``: one ``executescript`` of ``BEGIN IMMEDIATE``, the INSERTs and (unless
+    doomed) ``COMMIT``, as a migration or a batch job does it (legacy control only; no
+    savepoints: ``in_savepoint`` and ``doomed_rows`` are ignored). Nested blocks are
+    ``db_transaction``'s savepoints in every other mode."""
     sqlite_waits: bool
     """Keep SQLite's busy handler (``busy_timeout`` from the budget); otherwise
     ``busy_timeout=0`` and every wait is the library's."""
@@ -270,30 +273,39 @@ def open_reader(database: str, *, sqlite_waits: bool) -> ResilientConnection:
 class Connections:
     """The connections of one process, kept open between the operations of one example:
     an operation takes an idle connection of its kind or opens one, and gives it back
-    when it is done. Thread-safe; :meth:`close` ends them all (the machine's teardown)."""
+    when it is done. Thread-safe; :meth:`close` ends them all (the machine's teardown).
 
-    def __init__(self) -> None:
+    With ``shared``, every operation of a kind gets the same connection, whichever thread
+    runs it and while others use it (threads sharing one connection, as a web application
+    with a global connection does); kinds are then only writes of each transaction control,
+    and reads, whatever their ``sqlite_waits``."""
+
+    def __init__(self, *, shared: bool = False) -> None:
+        self.shared = shared
         self._lock = threading.Lock()
         self._idle: defaultdict[tuple[object, ...], list[ResilientConnection]] = defaultdict(list)
         self._open: list[ResilientConnection] = []
 
     def take(self, database: str, journal: Mapping[str, object], op: Operation) -> tuple[ResilientConnection, bool]:
         """A connection for *op*, and whether it served an earlier operation."""
+        kind = (op.kind[0], op.kind[2]) if self.shared else op.kind
         with self._lock:
-            idle = self._idle[(database, *op.kind)]
+            idle = self._idle[(database, *kind)]
             if idle:
-                return idle.pop(), True
-        if isinstance(op, Write):
-            conn = open_writer(database, journal, sqlite_waits=op.sqlite_waits, control=op.control)
-        else:
-            conn = open_reader(database, sqlite_waits=op.sqlite_waits)
-        with self._lock:
+                return (idle[0], True) if self.shared else (idle.pop(), True)
+            if isinstance(op, Write):
+                conn = open_writer(database, journal, sqlite_waits=op.sqlite_waits, control=op.control)
+            else:
+                conn = open_reader(database, sqlite_waits=op.sqlite_waits)
             self._open.append(conn)
+            if self.shared:
+                idle.append(conn)
         return conn, False
 
     def give_back(self, database: str, op: Operation, conn: ResilientConnection) -> None:
-        with self._lock:
-            self._idle[(database, *op.kind)].append(conn)
+        if not self.shared:
+            with self._lock:
+                self._idle[(database, *op.kind)].append(conn)
 
     def close(self) -> int:
         """Close every connection; return how many there were."""
@@ -377,6 +389,16 @@ def _begin_statement(conn: ResilientConnection) -> Iterator[None]:
     conn.commit()
 
 
+def _script(conn: ResilientConnection, op: Write) -> None:
+    """The transaction as one script: ``BEGIN IMMEDIATE``, the rows, ``COMMIT`` (a doomed
+    one leaves its transaction open, and is rolled back)."""
+    values = ", ".join(f"('{op.txn}', {seq}, {op.n})" for seq in range(op.n))
+    commit = "COMMIT;" if op.commit else ""
+    conn.executescript(f"BEGIN IMMEDIATE; INSERT INTO t(txn, seq, n) VALUES {values}; {commit}")
+    if not op.commit:
+        conn.rollback()
+
+
 def _outer_block(conn: ResilientConnection, mode: str) -> contextlib.AbstractContextManager[object]:
     """The outer transaction of a write in *mode* (see :attr:`Write.mode`)."""
     if mode == "implicit":
@@ -393,6 +415,14 @@ def _write(conn: ResilientConnection, op: Write, outcome: Outcome) -> None:
     @retry_on_lock(timeout=WRITE_BUDGET)
     def transaction() -> None:
         outcome.attempts += 1
+        if op.mode == "script":
+            left = _count(conn, op.txn)
+            if left:
+                outcome.violations.append(f"attempt {outcome.attempts} found {left} rows of an earlier attempt")
+            _script(conn, op)
+            if not op.commit:
+                raise doomed
+            return
         with _outer_block(conn, op.mode):
             # Read first: "deferred" then upgrades its read to a write, and an earlier
             # attempt's rows, had they not been rolled back, show here.
@@ -441,8 +471,9 @@ def run(
         try:
             conn, outcome.reused = connections.take(database, journal, op)
             outcome.journal_mode = conn.journal_mode
-            # Under autocommit=False Python always keeps a transaction open.
-            if conn.in_transaction and getattr(conn, "autocommit", None) is not False:
+            # Under autocommit=False Python always keeps a transaction open; a shared
+            # connection may be in another thread's transaction right now.
+            if conn.in_transaction and getattr(conn, "autocommit", None) is not False and not connections.shared:
                 outcome.violations.append("the connection was left in a transaction by its previous operation")
             surfaced = conn.lock_stats.surfaced
             gated = True
@@ -458,7 +489,7 @@ def run(
             if not gated:
                 gate()
             if conn is not None:
-                if outcome.error is None:
+                if outcome.error is None or connections.shared:  # (others may be using a shared one)
                     connections.give_back(database, op, conn)
                 else:
                     conn.close()

@@ -6,12 +6,14 @@ Each test function has one database file with table ``t(txn, seq, n)`` (see
 can tell a partial, duplicated or rolled-back transaction without a model). For the whole
 test two background processes contend with the machine: a writer of short retried
 transactions on another table, and a reader that checks ``t`` in read transactions over and
-over. The machine's rules run write and read transactions in threads of this process and in
-persistent worker processes, alone or several at once from one start line, on connections
-kept open between the steps of an example (closed in ``teardown()``) in every transaction-
-control mode of the running Python; the model (the transactions committed so far) is
-updated only for committed transactions, and after every step a fresh connection must find
-exactly the model in the table.
+over. The machine's rules run write and read transactions in threads of this process (each
+on a connection of its own, or all on one connection they share) and in persistent worker
+processes, alone or several at once from one start line, on connections kept open between
+the steps of an example (closed in ``teardown()``) in every transaction-control mode of the
+running Python, begun by ``db_transaction``, Python's implicit BEGIN, a BEGIN statement or a
+script; the model (the transactions committed so far) is updated only for committed
+transactions, and after every step a fresh connection must find exactly the model in the
+table, and the write gate must be free to take.
 
 So the machine proves, under real lock contention: no lost write, no duplicated write, no
 partial or rolled-back transaction (nor rolled-back savepoint) visible to any reader, a
@@ -76,6 +78,7 @@ from stateful_workers import (
 
 import sqlite_resilient
 from sqlite_resilient import db_transaction, instrumentation, retry_on_lock
+from sqlite_resilient._gate import open_gate
 from sqlite_resilient.instrumentation import LockEvent
 
 if TYPE_CHECKING:
@@ -105,17 +108,23 @@ MACHINE_SETTINGS = settings(
     deadline=None,  # steps wait for locks: their duration is not the code under test's speed
 )
 
-PLACES = st.sampled_from(["thread", "process"])
-MODES = st.sampled_from(["immediate", "deferred", "exclusive", "implicit", "statement"])
-CONTROL_OF_MODE = {"implicit": "legacy", "statement": "manual"}  # Python's implicit BEGIN; SQLAlchemy's
+PLACES = st.sampled_from(["thread", "shared", "process"])
+"""Where an operation runs: a thread with a connection of its own, a thread on the one
+connection that every such thread shares (of the operation's kind), a worker process."""
+MODES = ("immediate", "deferred", "exclusive", "implicit", "statement", "script")
+CONTROL_OF_MODE = {"implicit": "legacy", "statement": "manual", "script": "legacy"}
+"""Python's implicit BEGIN; SQLAlchemy's BEGIN statements; executescript's own BEGIN."""
 CONTROLS = st.sampled_from(stateful_workers.CONTROLS)
 
 
 @st.composite
-def writes(draw: st.DrawFn) -> Write:
-    """A write transaction; its ``txn`` is given when the rule runs."""
+def writes(draw: st.DrawFn, control: str | None = None) -> Write:
+    """A write transaction (in a mode that *control* allows, if given); its ``txn`` is
+    given when the rule runs."""
     n = draw(st.integers(1, 6))
-    mode = draw(MODES)
+    mode = draw(st.sampled_from([m for m in MODES if control is None or CONTROL_OF_MODE.get(m, control) == control]))
+    if control is None:
+        control = CONTROL_OF_MODE.get(mode) or draw(CONTROLS)
     return Write(
         txn="",
         n=n,
@@ -125,7 +134,7 @@ def writes(draw: st.DrawFn) -> Write:
         commit=draw(st.booleans()),
         mode=mode,
         sqlite_waits=draw(st.booleans()),
-        control=CONTROL_OF_MODE.get(mode) or draw(CONTROLS),
+        control=control,
     )
 
 
@@ -262,6 +271,8 @@ class Tally:
     in_processes: int = 0
     reused: int = 0
     """Operations on a connection that had served an earlier one."""
+    shared: int = 0
+    """Operations on a connection shared by threads."""
     retries: int = 0
     """Lock errors retried by the library (``retry_scheduled`` events)."""
     readonly_rollbacks: int = 0
@@ -281,6 +292,8 @@ class Environment:
     background: Background
     connections: Connections = field(default_factory=Connections)
     """Those of the operations run in threads of this process."""
+    shared: Connections = field(default_factory=lambda: Connections(shared=True))
+    """Those that the threads running ``shared`` operations share."""
     tally: Tally = field(default_factory=Tally)
     stray_threads: list[threading.Thread] = field(default_factory=list)
 
@@ -307,7 +320,7 @@ def run_together(env: Environment, ops: Sequence[tuple[Operation, str]]) -> tupl
             ready = threading.Event()
             thread = threading.Thread(
                 target=_run_in_thread,
-                args=(env, op),
+                args=(env.shared if where == "shared" else env.connections, env.database, env.journal, op),
                 kwargs={"ready": ready, "go": go, "outcomes": outcomes, "index": index},
                 name=f"stateful-{index}",
             )
@@ -346,7 +359,9 @@ def run_together(env: Environment, ops: Sequence[tuple[Operation, str]]) -> tupl
 
 
 def _run_in_thread(
-    env: Environment,
+    connections: Connections,
+    database: str,
+    journal: dict[str, object],
     op: Operation,
     *,
     ready: threading.Event,
@@ -359,7 +374,7 @@ def _run_in_thread(
         if not go.wait(GATE_TIMEOUT):
             raise TimeoutError("the burst did not start")
 
-    outcomes[index] = run(env.connections, env.database, env.journal, op, gate)
+    outcomes[index] = run(connections, database, journal, op, gate)
 
 
 def clear_table(env: Environment) -> None:
@@ -396,6 +411,7 @@ class TableMachine(RuleBasedStateMachine):
     def perform(self, ops: Sequence[tuple[Operation, str]]) -> None:
         """Run *ops* together and check each outcome against the model."""
         numbered = [(self.named(op), where) for op, where in ops]
+        self.env.tally.shared += sum(where == "shared" for _, where in ops)
         before = dict(self.model)
         may_appear = {**before, **{op.txn: op.n for op, _ in numbered if isinstance(op, Write) and op.commit}}
         outcomes, problems = run_together(self.env, numbered)
@@ -440,6 +456,27 @@ class TableMachine(RuleBasedStateMachine):
     def burst(self, ops: list[tuple[Operation, str]]) -> None:
         self.perform(ops)
 
+    @rule(data=st.data())
+    def shared_burst(self, data: st.DataObject) -> None:
+        """Threads on one shared connection at once, with a worker process and a thread of
+        its own: their transactions must take turns on it, never join or nest in another's."""
+        control = data.draw(CONTROLS)
+        shared = data.draw(st.lists(writes(control), min_size=2, max_size=4))
+        others = data.draw(st.lists(st.tuples(st.one_of(writes(), reads), st.sampled_from(["thread", "process"]))))
+        self.perform([(op, "shared") for op in shared] + others[:2])
+
+    @invariant()
+    def write_gate_is_not_held_after_the_step(self) -> None:
+        """No transaction of the machine is open between steps: the write gate is not held
+        by any of its connections (it is let go whenever none is open), so a writer that
+        queues for it gets it (after the background writer's short transactions at most)."""
+        gate = open_gate(self.env.database)
+        assert gate is not None
+        try:
+            assert gate.acquire(GATE_TIMEOUT), "the write gate stayed taken after every transaction ended"
+        finally:
+            gate.close()
+
     @invariant()
     def table_equals_model(self) -> None:
         with contextlib.closing(open_reader(self.env.database, sqlite_waits=True)) as conn:
@@ -453,6 +490,7 @@ class TableMachine(RuleBasedStateMachine):
             thread.join(ANSWER_TIMEOUT)
         self.env.stray_threads.clear()
         self.env.connections.close()
+        self.env.shared.close()
         silent = self.env.pool.close_connections()
         assert not silent, f"did not close their connections: {silent}"
 
@@ -528,6 +566,7 @@ def test_transactions_across_threads_and_processes_match_the_model(environment: 
     assert tally.committed > 0, tally
     assert tally.doomed > 0, tally
     assert tally.in_processes > 0, tally
+    assert tally.shared > 0, tally
     assert tally.reused > 0, tally
     # Contention was real: the library retried lock errors, statements and whole
     # transactions (a run that never met a lock would prove nothing).
