@@ -85,3 +85,28 @@ def test_soak_runs_briefly_and_its_audit_passes(tmp_path: Path) -> None:
     assert "audit                      ok" in result.stdout
     kills = next(line for line in result.stdout.splitlines() if "kills" in line)
     assert kills.split()[1] != "0" or kills.split()[3] != "0", kills
+
+
+def test_fairness_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
+    """``benchmarks/fairness.py`` runs every strategy briefly and prints one row for each;
+    no write fails (what the waits were is its table's business, never asserted)."""
+    report = tmp_path / "fairness.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "fairness.py"),
+            *("--seconds", "0.5", "--ingestion-ms", "20", "--short-writers", "1", "--json", str(report)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("strategy"))
+    strategies = ["sqlite_resilient", "sqlite_resilient-no-queue", "wal-begin-immediate"]
+    assert [line.split()[0] for line in lines[header + 2 : header + 5]] == strategies
+    results = json.loads(report.read_text())["results"]
+    assert [row["strategy"] for row in results] == strategies
+    assert all(row["short_failures"] == 0 and row["ingestion_commits"] > 0 for row in results)
