@@ -1,9 +1,11 @@
-"""The write gate: the library's write transactions queue on a ``flock`` of ``<db>-writers``.
+"""The write gate: the library's write transactions queue at ``<db>-writers``, first come,
+first served.
 
 Its purpose, fair and prompt hand-off of the write lock, is measured by
-``benchmarks/contention.py``; these tests prove what it must never break: transactions wait
-for it and go on when it is released, a gate held too long never outlasts the budget
-(SQLite's lock decides then), and databases where it cannot exist work without it.
+``benchmarks/contention.py`` and ``benchmarks/fairness.py``; these tests prove what it must
+never break: transactions wait for it in the order they came and go on when it is released,
+a gate held too long never outlasts the budget (SQLite's lock decides then), an exception
+while waiting leaves nothing held, and databases where it cannot exist work without it.
 """
 
 from __future__ import annotations
