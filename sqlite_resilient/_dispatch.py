@@ -37,6 +37,7 @@ from ._errors import (
     SQLITE_BUSY_SNAPSHOT,
     AbandonedTransactionWarning,
     DatabaseLockedError,
+    caller_stacklevel,
     is_file_error,
     is_lock_error,
     is_transient,
@@ -259,7 +260,7 @@ class Dispatcher:
                         "a thread ended with a transaction open on this connection (shared by threads); "
                         "it was rolled back, since only the thread that begins a transaction may end it",
                         AbandonedTransactionWarning,
-                        stacklevel=5,
+                        stacklevel=caller_stacklevel(),
                     )
             except BaseException:
                 self._settle(turn)
@@ -325,7 +326,7 @@ class Dispatcher:
             self._run(cursor, sql, parameters, many)
         except BaseException:
             if raw.in_transaction and raw.total_changes == changes:
-                raw.rollback()
+                raw.execute("ROLLBACK")
             raise
 
     def _run(self, cursor: sqlite3.Cursor, sql: str, parameters: Any, many: bool) -> None:
@@ -457,7 +458,13 @@ class Dispatcher:
         self._watch_wal()
 
     def _rollback(self) -> None:
-        self.raw.rollback()
+        """``rollback()``: :mod:`sqlite3`'s, or on a connection that threads share a
+        ``ROLLBACK`` statement, since :mod:`sqlite3` before 3.11 resets every cursor of the
+        connection at ``rollback()``, other threads' half-read ones included."""
+        if self.turn is None:
+            self.raw.rollback()
+        else:
+            rollback(self.raw)
         self.unused = is_pep249(self.raw)
 
     def rollback_transaction(self) -> None:

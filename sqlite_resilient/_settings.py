@@ -57,12 +57,14 @@ class Settings:
             control with ``BEGIN IMMEDIATE`` unless the caller chose ``isolation_level`` or
             ``autocommit``. Taking the write lock at the start is what makes waiting and
             retrying safe.
-        writer_queue: Queue the ``IMMEDIATE``/``EXCLUSIVE`` transactions that
-            :func:`db_transaction` begins (and those a ``BEGIN IMMEDIATE``/``EXCLUSIVE``
-            statement begins) on an advisory lock of the side file
-            ``<database>-writers``, so that the write lock passes to the next waiting writer
-            the moment it is released, instead of after SQLite's busy handler has slept.
-            Skipped where it cannot work (network filesystems, no side file can be opened).
+        writer_queue: Queue the write transactions that :func:`db_transaction` begins
+            (``IMMEDIATE``/``EXCLUSIVE``), those a ``BEGIN IMMEDIATE``/``EXCLUSIVE``
+            statement begins, and the legacy mode's implicit ones, first come first served
+            across processes, on the side file ``<database>-writers``: the write lock
+            passes to the writer that has waited longest the moment it is released,
+            instead of after SQLite's busy handler has slept (while the writer that just
+            committed takes it again). Skipped where it cannot work (network filesystems,
+            no side file can be opened for writing, no open file description locks).
         warn_on_fallback: Emit :class:`WALFallbackWarning` (once per database and reason in
             a process) when WAL cannot be used. The fallback is logged either way.
         wal_warn_bytes: After a commit (at most once a second per connection), a ``-wal``

@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from ._errors import ConfigurationError, WALGrowthWarning, copy_sqlite_error_code, is_lock_error
+from ._errors import ConfigurationError, WALGrowthWarning, caller_stacklevel, copy_sqlite_error_code, is_lock_error
 
 __all__ = [
     "CHECKPOINT_MODES",
@@ -139,7 +138,7 @@ def check_growth(conn: sqlite3.Connection, database: str, limit: int) -> Checkpo
         "sqlite_resilient.maintain_wal(conn) checkpoints with escalation."
     )
     logger.warning(message, extra={"database": database, "wal_bytes": size, "wal_pages": result.wal_pages})
-    warnings.warn(message, WALGrowthWarning, stacklevel=_caller_level())
+    warnings.warn(message, WALGrowthWarning, stacklevel=caller_stacklevel())
     return result
 
 
@@ -149,15 +148,3 @@ def _replicated_by_litestream(database: str) -> bool:
     ``LITESTREAM_SETTINGS``)."""
     directory, name = os.path.split(database)
     return os.path.isdir(os.path.join(directory, f".{name}-litestream"))
-
-
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def _caller_level() -> int:
-    """The ``stacklevel`` that makes a warning raised by the calling function point at the
-    first frame outside this package (the caller's commit)."""
-    level, frame = 1, sys._getframe(1)
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        level, frame = level + 1, frame.f_back
-    return level

@@ -248,3 +248,26 @@ def test_unshared_connections_are_refused_in_other_threads_as_in_sqlite3(db: Pat
         thread.join(JOIN_TIMEOUT)
         (error,) = outcome
         assert isinstance(error, sqlite3.ProgrammingError)
+
+
+def test_another_threads_rollback_leaves_a_half_read_cursor_readable(
+    db: Path, shared: Callable[..., ResilientConnection]
+) -> None:
+    """One thread reads a query half-way; another thread writes and rolls back on the same
+    connection: the first thread reads the rest. (:mod:`sqlite3` before 3.11 resets every
+    cursor of the connection at ``rollback()``; a shared connection rolls back with a
+    ``ROLLBACK`` statement, which SQLite lets pending reads survive.)"""
+    conn = shared(db)
+    cursor = conn.execute("SELECT x FROM seed ORDER BY x")
+    assert cursor.fetchone() == (1,)
+
+    def write_and_roll_back() -> None:
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.rollback()
+
+    thread, outcome = run_in_thread(write_and_roll_back)
+    thread.join(JOIN_TIMEOUT)
+    assert outcome == [None]
+    assert cursor.fetchall() == [(2,), (3,), (4,), (5,)]
+    assert not conn.in_transaction
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
