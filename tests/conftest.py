@@ -302,6 +302,19 @@ def commit_elsewhere(path: Path, sql: str) -> None:
         other.commit()
 
 
+def gate_is_free(database: Path) -> bool:
+    """Whether a new handle on the write gate of *database* can take it at once (it is let
+    go again)."""
+    from sqlite_resilient._gate import open_gate
+
+    gate = open_gate(str(database))
+    assert gate is not None
+    try:
+        return gate.try_acquire()
+    finally:
+        gate.close()
+
+
 class Recorder:
     """A hook that keeps every lock event (from whatever thread), calls ``on_event`` for
     each and ``on_retry`` for each ``retry_scheduled`` one.

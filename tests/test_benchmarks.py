@@ -11,18 +11,28 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/NAME ARGS...`` to completion; it must succeed."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def first_column(output: str, rows: int) -> list[str]:
+    """The first word of the *rows* lines under the table header (a line starting with
+    ``strategy``, then a rule)."""
+    lines = output.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("strategy"))
+    return [line.split()[0] for line in lines[header + 2 : header + 2 + rows]]
+
+
 def test_overhead_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
     """``benchmarks/overhead.py`` completes, prints one row per measured operation and
     writes the same rows to its JSON file."""
     report = tmp_path / "overhead.json"
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "overhead.py"), "--rounds", "1", "--json", str(report)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_script("overhead.py", "--rounds", "1", "--json", str(report))
     lines = result.stdout.splitlines()
     assert lines[0].split()[:1] == ["operation"]
     operations = ("SELECT 1", "100-row fetch", "insert transaction", "executemany", "connect()", "per-request")
@@ -38,28 +48,17 @@ def test_contention_benchmark_runs_prints_and_audits(tmp_path: Path) -> None:
     writes its JSON; no strategy loses a counter update, and none of the BEGIN IMMEDIATE
     strategies processes an item twice (correctness, not timing: never timing is asserted)."""
     report = tmp_path / "contention.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "contention.py"),
-            *("--writers", "2", "--readers", "1", "--seconds", "0.2"),
-            *("--dir", str(tmp_path), "--json", str(report)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run_script(
+        "contention.py",
+        *("--writers", "2", "--readers", "1", "--seconds", "0.2"),
+        *("--dir", str(tmp_path), "--json", str(report)),
     )
-    assert result.returncode == 0, result.stderr
     strategies = ["plain", "wal-handrolled", "wal-implicit-immediate", "wal-begin-immediate", "apsw"]
     strategies += ["sqlite_resilient", "sqlite_resilient-dropin", "ceiling"]
     if importlib.util.find_spec("apsw") is None:
         strategies.remove("apsw")
         assert "apsw: skipped" in result.stdout
-    lines = result.stdout.splitlines()
-    header = next(index for index, line in enumerate(lines) if line.startswith("strategy"))
-    rows = [line.split()[0] for line in lines[header + 2 : header + 2 + len(strategies)]]
-    assert rows == strategies
+    assert first_column(result.stdout, len(strategies)) == strategies
     runs = {run["strategy"]: run for run in json.loads(report.read_text())["runs"]}
     assert list(runs) == strategies
     for name, run in runs.items():
@@ -74,14 +73,7 @@ def test_soak_runs_briefly_and_its_audit_passes(tmp_path: Path) -> None:
     """``benchmarks/soak.py`` for two seconds: writers and readers killed and restarted, and
     the audit (every acknowledged transaction whole, counter exact, integrity ok, no stuck
     lock) passes."""
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "soak.py"), "--seconds", "2", "--writers", "2", "--readers", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_script("soak.py", "--seconds", "2", "--writers", "2", "--readers", "1")
     assert "audit                      ok" in result.stdout
     kills = next(line for line in result.stdout.splitlines() if "kills" in line)
     assert kills.split()[1] != "0" or kills.split()[3] != "0", kills
@@ -91,22 +83,11 @@ def test_fairness_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
     """``benchmarks/fairness.py`` runs every strategy briefly and prints one row for each;
     no write fails (what the waits were is its table's business, never asserted)."""
     report = tmp_path / "fairness.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "fairness.py"),
-            *("--seconds", "0.5", "--ingestion-ms", "20", "--short-writers", "1", "--json", str(report)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run_script(
+        "fairness.py", "--seconds", "0.5", "--ingestion-ms", "20", "--short-writers", "1", "--json", str(report)
     )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    header = next(index for index, line in enumerate(lines) if line.startswith("strategy"))
     strategies = ["sqlite_resilient", "sqlite_resilient-no-queue", "wal-begin-immediate"]
-    assert [line.split()[0] for line in lines[header + 2 : header + 5]] == strategies
+    assert first_column(result.stdout, len(strategies)) == strategies
     results = json.loads(report.read_text())["results"]
     assert [row["strategy"] for row in results] == strategies
     assert all(row["short_failures"] == 0 and row["ingestion_commits"] > 0 for row in results)

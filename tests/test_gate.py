@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import LockHolder, run_in_thread
+from conftest import LockHolder, gate_is_free, run_in_thread
 
 import sqlite_resilient
 from sqlite_resilient import DEFAULT_SETTINGS, ResilientConnection, instrumentation
@@ -60,16 +60,6 @@ def gate(db: Path) -> Iterator[WriteGate]:
 
 def gate_of(db: Path) -> Path:
     return db.with_name(db.name + "-writers")
-
-
-def gate_is_free(db: Path) -> bool:
-    """Whether a new handle on the gate of *db* could take it now."""
-    handle = open_gate(str(db))
-    assert handle is not None
-    try:
-        return handle.try_acquire()
-    finally:
-        handle.close()
 
 
 def is_free(gate: WriteGate) -> bool:

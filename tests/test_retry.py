@@ -31,6 +31,7 @@ from conftest import (
     StartLockHolder,
     commit_elsewhere,
     counter,
+    gate_is_free,
     helper_command,
     make_counter_database,
     query,
@@ -48,7 +49,6 @@ from sqlite_resilient import (
     retry_on_lock,
     set_testing,
 )
-from sqlite_resilient._gate import open_gate
 from sqlite_resilient.instrumentation import LockEvent
 
 RETRY_SCHEDULED = "sqlite_resilient.retry_scheduled"
@@ -959,12 +959,7 @@ def test_a_write_behind_an_unfinished_cursor_of_an_old_snapshot_is_not_retried(
         assert error.sqlite_errorname == "SQLITE_BUSY_SNAPSHOT"
     assert hook.named(RETRY_SCHEDULED) == []
     assert not conn.in_transaction
-    gate = open_gate(str(db))
-    assert gate is not None
-    try:
-        assert gate.try_acquire()
-    finally:
-        gate.close()
+    assert gate_is_free(db)
     assert cursor.fetchall() == [(2,), (3,), (4,), (5,)]
     conn.execute("UPDATE counter SET n = n + 1")
     conn.commit()

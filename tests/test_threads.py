@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import Recorder, StartLockHolder, counter, make_counter_database, run_in_thread
+from conftest import Recorder, StartLockHolder, counter, gate_is_free, make_counter_database, run_in_thread
 
 import sqlite_resilient
 from sqlite_resilient import DatabaseLockedError, ResilientConnection, db_transaction, retry_on_lock
-from sqlite_resilient._gate import open_gate
 
 THREADS = 4
 JOIN_TIMEOUT = 30.0
@@ -51,16 +50,6 @@ def shared() -> Iterator[Callable[..., ResilientConnection]]:
     finally:
         for conn in opened:
             conn.close()
-
-
-def gate_is_free(database: Path) -> bool:
-    """Whether a new handle can take the write gate of *database* at once."""
-    gate = open_gate(str(database))
-    assert gate is not None
-    try:
-        return gate.try_acquire()
-    finally:
-        gate.close()
 
 
 def run_threads(count: int, work: Callable[[int], object]) -> list[BaseException]:
