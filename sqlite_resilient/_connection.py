@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, TypeVar, ove
 import wrapt
 
 from . import _fork
-from ._cursor import ResilientCursor
+from ._cursor import ResilientCursor, SharedCursor
 from ._dispatch import ATTRIBUTE, Dispatcher
 from ._journal import FileSystem
 from ._pragmas import PragmaValue
@@ -48,6 +48,7 @@ else:
 
 
 _fork.guard_fetches(ResilientCursor)
+_fork.guard_fetches(SharedCursor)
 
 
 class ResilientConnection(_ConnectionProxy):
@@ -358,7 +359,10 @@ def connect(
             ``autocommit`` is given, implicit transactions begin ``IMMEDIATE`` on write
             connections, and read-only connections have none (``isolation_level=None``:
             the statements that would open one are writes, which are refused, and the
-            transaction would stay open, pinning a stale snapshot).
+            transaction would stay open, pinning a stale snapshot). With
+            ``check_same_thread=False`` threads may share the connection, and a
+            transaction belongs to the thread that began it: the other threads' calls wait
+            for it to end, within their budget.
 
     Raises:
         ConfigurationError: a pragma, setting or argument is invalid (nothing was opened).

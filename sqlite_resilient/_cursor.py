@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ._connection import ResilientConnection
     from ._dispatch import Dispatcher
 
-__all__ = ["ResilientCursor", "cursor_class"]
+__all__ = ["ResilientCursor", "SharedCursor", "cursor_class"]
 
 
 class ResilientCursor(sqlite3.Cursor):
@@ -58,8 +58,46 @@ class ResilientCursor(sqlite3.Cursor):
     __reduce__ = __reduce_ex__  # type: ignore[assignment]
 
 
-@functools.lru_cache(maxsize=64)
-def cursor_class(factory: type[sqlite3.Cursor]) -> type[ResilientCursor]:
+_fetchone = sqlite3.Cursor.fetchone
+_fetchmany = sqlite3.Cursor.fetchmany
+_fetchall = sqlite3.Cursor.fetchall
+_next = sqlite3.Cursor.__next__
+_close = sqlite3.Cursor.close
+
+
+class SharedCursor(ResilientCursor):
+    """The cursor of a connection that threads share: fetching rows and closing take the
+    thread's turn as well (see ``_turn``), so that no two threads use the connection at the
+    same moment. SQLite keeps one error code per connection, which :mod:`sqlite3` reads
+    after a call failed: a fetch in one thread could overwrite the error of another
+    thread's failing statement before it is read (a ``SystemError`` instead, or the wrong
+    error)."""
+
+    __slots__ = ()
+
+    def fetchone(self) -> Any:
+        """:meth:`sqlite3.Cursor.fetchone`, in the thread's turn."""
+        return self._dispatch.run(_fetchone, self)
+
+    def fetchmany(self, *args: Any, **kwargs: Any) -> list[Any]:
+        """:meth:`sqlite3.Cursor.fetchmany`, in the thread's turn."""
+        rows: list[Any] = self._dispatch.run(functools.partial(_fetchmany, self, *args, **kwargs))
+        return rows
+
+    def fetchall(self) -> list[Any]:
+        """:meth:`sqlite3.Cursor.fetchall`, in the thread's turn."""
+        return self._dispatch.run(_fetchall, self)
+
+    def __next__(self) -> Any:
+        return self._dispatch.run(_next, self)
+
+    def close(self) -> None:
+        """:meth:`sqlite3.Cursor.close`, in the thread's turn."""
+        self._dispatch.run(_close, self)
+
+
+@functools.lru_cache(maxsize=128)
+def cursor_class(factory: type[sqlite3.Cursor], base: type[ResilientCursor]) -> type[ResilientCursor]:
     """A subclass of the caller's cursor class whose statements take the dispatch path
-    (theirs first, so their overrides still run, then :class:`ResilientCursor`'s)."""
-    return type(factory.__name__, (factory, ResilientCursor), {"__module__": factory.__module__, "__slots__": ()})
+    (theirs first, so their overrides still run, then *base*'s)."""
+    return type(factory.__name__, (factory, base), {"__module__": factory.__module__, "__slots__": ()})

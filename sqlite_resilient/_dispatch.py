@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from ._cursor import ResilientCursor, cursor_class
+from ._cursor import ResilientCursor, SharedCursor, cursor_class
 from ._errors import (
     SQLITE_BUSY,
     SQLITE_BUSY_SNAPSHOT,
@@ -96,6 +96,7 @@ class Dispatcher:
         "busy_ms",
         "busy_now",
         "counters",
+        "cursor_type",
         "gate",
         "gate_looked_up",
         "guard",
@@ -118,6 +119,7 @@ class Dispatcher:
         self.gate: WriteGate | None = None  # opened with the first write transaction
         self.gate_looked_up = False
         self.turn = Turn() if shared else None
+        self.cursor_type = SharedCursor if shared else ResilientCursor
         self.unused = is_pep249(raw)
         """Under ``autocommit=False``: nothing was called in the transaction Python opened."""
         self.wal_check_at = 0.0  # when the next commit looks at the WAL's size
@@ -136,9 +138,9 @@ class Dispatcher:
         """A :class:`ResilientCursor` (making one runs no SQL); with *factory*, which must be
         a subclass of :class:`sqlite3.Cursor`, an instance of a subclass of both."""
         if factory is None:
-            cursor = self.raw.cursor(ResilientCursor)
+            cursor = self.raw.cursor(self.cursor_type)
         elif isinstance(factory, type) and issubclass(factory, sqlite3.Cursor):
-            cursor = self.raw.cursor(cursor_class(factory))
+            cursor = self.raw.cursor(cursor_class(factory, self.cursor_type))
         else:
             raise TypeError(f"cursor factory must be a subclass of sqlite3.Cursor, not {factory!r}")
         cursor._resilient = self.proxy()  # type: ignore[assignment]
@@ -147,7 +149,7 @@ class Dispatcher:
 
     def execute(self, sql: str, parameters: Any = (), /) -> ResilientCursor:
         """Execute one statement on a new cursor and return the cursor."""
-        cursor = self.raw.cursor(ResilientCursor)
+        cursor = self.raw.cursor(self.cursor_type)
         cursor._resilient = self.proxy()  # type: ignore[assignment]
         cursor._dispatch = self
         self.statement(cursor, sql, parameters, False)
@@ -155,7 +157,7 @@ class Dispatcher:
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> ResilientCursor:
         """Execute a statement once per parameter set on a new cursor and return it."""
-        cursor = self.raw.cursor(ResilientCursor)
+        cursor = self.raw.cursor(self.cursor_type)
         cursor._resilient = self.proxy()  # type: ignore[assignment]
         cursor._dispatch = self
         self.statement(cursor, sql, seq_of_parameters, True)

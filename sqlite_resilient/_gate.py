@@ -317,7 +317,9 @@ class WriteGate:
         self.held = False
 
     def try_acquire(self) -> bool:
-        """Take the gate if it is free and nobody queues for it; say whether it was taken."""
+        """Take the gate if it is free and nobody queues for it; say whether it is held."""
+        if self.held:
+            return True
         handed, served = _COUNTERS.unpack_from(self._counters)
         if handed != served:
             return False
@@ -334,6 +336,8 @@ class WriteGate:
         first; say whether it was taken."""
         if self.try_acquire():
             return True
+        if timeout <= 0:
+            return False
         place = self._place = _Place(self.path)
         self.held = True
         try:

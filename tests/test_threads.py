@@ -260,3 +260,23 @@ def test_another_threads_rollback_leaves_a_half_read_cursor_readable(
     assert cursor.fetchall() == [(2,), (3,), (4,), (5,)]
     assert not conn.in_transaction
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_another_threads_half_read_cursor_waits_for_the_transaction_to_end(
+    db: Path, shared: Callable[..., ResilientConnection], hook: Recorder
+) -> None:
+    """A thread reading a query half-way goes on reading only when another thread's
+    transaction on the connection has ended: it never reads that transaction's uncommitted
+    rows (here appended to the table it reads, then rolled back). Fetching takes the
+    thread's turn like a statement."""
+    conn = shared(db)
+    queued = queued_event(hook)
+    cursor = conn.execute("SELECT x FROM seed ORDER BY rowid")
+    assert cursor.fetchone() == (1,)
+    with contextlib.suppress(ZeroDivisionError), db_transaction(conn):
+        conn.execute("INSERT INTO seed VALUES (6)")
+        thread, outcome = run_in_thread(cursor.fetchall)
+        assert queued.wait(JOIN_TIMEOUT), outcome
+        raise ZeroDivisionError  # roll back: row 6 never existed for anyone else
+    thread.join(JOIN_TIMEOUT)
+    assert outcome == [[(2,), (3,), (4,), (5,)]]
