@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, TypeVar, ove
 import wrapt
 
 from . import _fork
+from ._caller import as_caller
 from ._cursor import ResilientCursor, SharedCursor
 from ._dispatch import ATTRIBUTE, Dispatcher
 from ._journal import FileSystem
@@ -168,13 +169,16 @@ class ResilientConnection(_ConnectionProxy):
     # -- calls -----------------------------------------------------------------------------
 
     @overload
-    def cursor(self, factory: None = None) -> ResilientCursor: ...
+    def cursor(self, factory: None = None) -> ResilientCursor: ...  # (typeshed's; None raises, as in sqlite3)
     @overload
     def cursor(self, factory: Callable[[sqlite3.Connection], CursorT]) -> CursorT: ...
-    def cursor(self, factory: Callable[[sqlite3.Connection], sqlite3.Cursor] | None = None) -> sqlite3.Cursor:
-        """Return a :class:`ResilientCursor` (making one runs no SQL); with *factory*,
-        which must be a subclass of :class:`sqlite3.Cursor` (not any callable, as
-        :mod:`sqlite3` allows), an instance of a subclass of both."""
+    def cursor(self, factory: Any = ResilientCursor) -> sqlite3.Cursor:
+        """Return a :class:`ResilientCursor` (making one runs no SQL). With *factory* a
+        subclass of :class:`sqlite3.Cursor`, an instance of a subclass of both, whose
+        statements get the library's lock handling and whose own methods run first. Any
+        other callable is called with the wrapped :class:`sqlite3.Connection`, as
+        :mod:`sqlite3` calls it, and the cursor it returns is used as it is: its statements
+        go straight to SQLite, without the library's waits (pass a class to have them)."""
         return self._self_dispatch.cursor(factory)
 
     def execute(self, sql: str, parameters: Any = (), /) -> ResilientCursor:
@@ -185,13 +189,13 @@ class ResilientConnection(_ConnectionProxy):
         """
         return self._self_dispatch.execute(sql, parameters)
 
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> ResilientCursor:
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> ResilientCursor:
         """Execute a statement once per parameter set on a new cursor and return it.
 
-        Retried on a lock error only where no row was changed and *seq_of_parameters* is a
+        Retried on a lock error only where no row was changed and *parameters* is a
         list or tuple (an iterator cannot be replayed).
         """
-        return self._self_dispatch.executemany(sql, seq_of_parameters)
+        return self._self_dispatch.executemany(sql, parameters)
 
     def executescript(self, sql_script: str, /) -> ResilientCursor:
         """Execute a script of several statements on a new cursor and return it.
@@ -222,21 +226,25 @@ class ResilientConnection(_ConnectionProxy):
         for a turn: it is how another thread stops a running statement)."""
         self.__wrapped__.interrupt()
 
-    def set_authorizer(self, authorizer_callback: Authorizer | None, /) -> None:
-        """:meth:`sqlite3.Connection.set_authorizer`; on a read-only connection, the callback
-        is asked after the library's own guard, which it cannot lift."""
+    def set_authorizer(self, *args: Any, **kwargs: Any) -> None:
+        """:meth:`sqlite3.Connection.set_authorizer` (``authorizer_callback``); on a
+        read-only connection, the callback is asked after the library's own guard, which it
+        cannot lift."""
         dispatch = self._self_dispatch
         guard = dispatch.guard
         if guard is None:
-            dispatch.run(dispatch.raw.set_authorizer, authorizer_callback)
+            dispatch.run(functools.partial(as_caller, dispatch.raw.set_authorizer, *args, **kwargs))
         else:
-            guard.chained = authorizer_callback
+            guard.chained = _authorizer_callback(*args, **kwargs)
 
-    def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:
-        """:meth:`sqlite3.Connection.backup`; *target* may be a :class:`ResilientConnection`."""
-        target = getattr(target, "__wrapped__", target)
+    def backup(self, *args: Any, **kwargs: Any) -> None:
+        """:meth:`sqlite3.Connection.backup`; its ``target`` may be a :class:`ResilientConnection`."""
+        if args:
+            args = (getattr(args[0], "__wrapped__", args[0]), *args[1:])
+        elif "target" in kwargs:
+            kwargs["target"] = getattr(kwargs["target"], "__wrapped__", kwargs["target"])
         dispatch = self._self_dispatch
-        dispatch.call(functools.partial(dispatch.raw.backup, target, **kwargs))
+        dispatch.call(functools.partial(as_caller, dispatch.raw.backup, *args, **kwargs))
 
     def checkpoint(self, mode: CheckpointMode = "passive") -> CheckpointResult:
         """Checkpoint the WAL (see :func:`sqlite_resilient.checkpoint`)."""
@@ -248,14 +256,21 @@ class ResilientConnection(_ConnectionProxy):
 
     # -- protocols -------------------------------------------------------------------------
 
+    if "__call__" in vars(sqlite3.Connection):
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            """``conn(sql)``, as :class:`sqlite3.Connection` (a prepared statement object)."""
+            dispatch = self._self_dispatch
+            return dispatch.run(functools.partial(dispatch.raw, *args, **kwargs))
+
     def __enter__(self) -> ResilientConnection:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
+        self, type: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None, /
     ) -> Literal[False]:
         dispatch = self._self_dispatch
-        dispatch.run(dispatch.leave_with_block, exc_type is not None)
+        dispatch.run(dispatch.leave_with_block, type is not None)
         return False
 
     def __reduce_ex__(self, protocol: object) -> NoReturn:
@@ -270,8 +285,18 @@ class ResilientConnection(_ConnectionProxy):
         self.__copy__()
 
 
+# These take what sqlite3's take (and let it check): inspect.signature shows sqlite3's.
+for _name in ("backup", "set_authorizer"):
+    setattr(vars(ResilientConnection)[_name], "__wrapped__", getattr(sqlite3.Connection, _name))  # noqa: B010
+
 _BOUND = ("cursor", "execute", "executemany", "commit", "rollback")
 """The calls each proxy takes straight to its dispatcher (see ``__init__``)."""
+
+
+def _authorizer_callback(authorizer_callback: Authorizer | None) -> Authorizer | None:
+    """The argument of ``set_authorizer``, given by position or keyword."""
+    return authorizer_callback
+
 
 _CONFIGURING = frozenset(
     {
@@ -302,7 +327,7 @@ def _forwarded(name: str) -> Callable[..., Any]:
     @functools.wraps(method)
     def forward(self: ResilientConnection, *args: Any, **kwargs: Any) -> Any:
         dispatch = self._self_dispatch
-        bound = functools.partial(getattr(dispatch.raw, name), *args, **kwargs)
+        bound = functools.partial(as_caller, getattr(dispatch.raw, name), *args, **kwargs)
         return dispatch.call(bound) if uses else dispatch.run(bound)
 
     forward.__qualname__ = f"ResilientConnection.{name}"
@@ -327,8 +352,7 @@ del _name
 
 def connect(
     database: str | bytes | os.PathLike[str] | os.PathLike[bytes],
-    timeout: float | None = None,
-    *,
+    *args: Any,
     read_only: bool = False,
     pragmas: Mapping[str, object] | None = None,
     settings: Settings | None = None,
@@ -346,6 +370,10 @@ def connect(
     Args:
         database: A file name (str, bytes or path-like), ``":memory:"``, or with
             ``uri=True`` a ``file:`` URI.
+        *args: :func:`sqlite3.connect`'s other parameters by position (``timeout``,
+            ``detect_types``, ``isolation_level``, ``check_same_thread``, ``factory``,
+            ``cached_statements``, ``uri``), as the running Python takes them (with its
+            ``DeprecationWarning`` from 3.13 on); better by keyword.
         timeout: Total lock-wait budget in seconds of one operation; defaults to
             ``settings.timeout`` (30 s), or ``settings.read_only_timeout`` (5 s) for
             read-only connections.
@@ -371,8 +399,9 @@ def connect(
             ``-wal`` file that cannot be read.
         sqlite3.OperationalError: SQLite could not open the database; the message names it.
     """
-    shared = not kwargs.get("check_same_thread", True)
+    timeout = kwargs.pop("timeout", None)
+    shared = not (args[3] if len(args) > 3 else kwargs.get("check_same_thread", True))
     raw, setup = open_database(
-        database, timeout=timeout, read_only=read_only, pragmas=pragmas, settings=settings, kwargs=kwargs
+        database, timeout=timeout, read_only=read_only, pragmas=pragmas, settings=settings, kwargs=kwargs, args=args
     )
     return ResilientConnection(raw, setup, shared=shared)

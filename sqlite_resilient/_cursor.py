@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
+
+from ._caller import as_caller
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -14,6 +17,8 @@ if TYPE_CHECKING:
     from ._dispatch import Dispatcher
 
 __all__ = ["ResilientCursor", "SharedCursor", "cursor_class"]
+
+T = TypeVar("T")
 
 
 class ResilientCursor(sqlite3.Cursor):
@@ -65,6 +70,15 @@ _next = sqlite3.Cursor.__next__
 _close = sqlite3.Cursor.close
 
 
+def _directly(fn: Callable[..., T], /, *args: Any) -> T:
+    return fn(*args)
+
+
+_fetching: Callable[..., Any] = as_caller if sys.version_info >= (3, 12) else _directly
+"""How a shared cursor fetches in the turn: from 3.12 on, :mod:`sqlite3`'s default converters
+warn while rows are fetched, and the warning must point at the application."""
+
+
 class SharedCursor(ResilientCursor):
     """The cursor of a connection that threads share: fetching rows and closing take the
     thread's turn as well (see ``_turn``), so that no two threads use the connection at the
@@ -77,19 +91,20 @@ class SharedCursor(ResilientCursor):
 
     def fetchone(self) -> Any:
         """:meth:`sqlite3.Cursor.fetchone`, in the thread's turn."""
-        return self._dispatch.run(_fetchone, self)
+        return self._dispatch.run(_fetching, _fetchone, self)
 
     def fetchmany(self, *args: Any, **kwargs: Any) -> list[Any]:
         """:meth:`sqlite3.Cursor.fetchmany`, in the thread's turn."""
-        rows: list[Any] = self._dispatch.run(functools.partial(_fetchmany, self, *args, **kwargs))
+        rows: list[Any] = self._dispatch.run(_fetching, functools.partial(_fetchmany, self, *args, **kwargs))
         return rows
 
     def fetchall(self) -> list[Any]:
         """:meth:`sqlite3.Cursor.fetchall`, in the thread's turn."""
-        return self._dispatch.run(_fetchall, self)
+        rows: list[Any] = self._dispatch.run(_fetching, _fetchall, self)
+        return rows
 
     def __next__(self) -> Any:
-        return self._dispatch.run(_next, self)
+        return self._dispatch.run(_fetching, _next, self)
 
     def close(self) -> None:
         """:meth:`sqlite3.Cursor.close`, in the thread's turn."""

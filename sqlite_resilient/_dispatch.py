@@ -22,22 +22,24 @@ place every call passes (:attr:`Dispatcher.unused`).
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import sqlite3
+import sys
 import time
 import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from ._caller import as_caller, caller_stacklevel
 from ._cursor import ResilientCursor, SharedCursor, cursor_class
 from ._errors import (
     SQLITE_BUSY,
     SQLITE_BUSY_SNAPSHOT,
     AbandonedTransactionWarning,
     DatabaseLockedError,
-    caller_stacklevel,
     is_file_error,
     is_lock_error,
     is_transient,
@@ -79,6 +81,40 @@ _execute = sqlite3.Cursor.execute
 _executemany = sqlite3.Cursor.executemany
 _executescript = sqlite3.Cursor.executescript
 _LEGACY: int = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
+_DATES = frozenset({datetime.date, datetime.datetime})
+
+
+def _may_warn(sql: str, parameters: Any) -> bool:
+    """Whether :mod:`sqlite3` (3.12+) may warn of *parameters*: named placeholders given a
+    sequence, or a date or datetime for its deprecated default adapters."""
+    if isinstance(parameters, dict):
+        values: Iterable[Any] = parameters.values()
+    elif not isinstance(parameters, (tuple, list)) or ":" in sql or "@" in sql or "$" in sql:
+        return True  # (another kind of sequence or mapping is sqlite3's to read, once)
+    else:
+        values = parameters
+    return not _DATES.isdisjoint(map(type, values))
+
+
+def _execute_as_application(cursor: sqlite3.Cursor, sql: str, parameters: Any = ()) -> object:
+    """:meth:`sqlite3.Cursor.execute`, made from the application's frame when it may warn
+    (see ``_caller``)."""
+    if parameters and _may_warn(sql, parameters):
+        return as_caller(_execute, cursor, sql, parameters)
+    return _execute(cursor, sql, parameters)
+
+
+def _executemany_as_application(cursor: sqlite3.Cursor, sql: str, parameters: Any) -> object:
+    """:meth:`sqlite3.Cursor.executemany`, made from the application's frame."""
+    return as_caller(_executemany, cursor, sql, parameters)
+
+
+if sys.version_info >= (3, 12):  # sqlite3 warns of deprecated parameters from 3.12 on
+    _run_sql: Callable[[sqlite3.Cursor, str, Any], object] = _execute_as_application
+    _run_many: Callable[[sqlite3.Cursor, str, Any], object] = _executemany_as_application
+else:
+    _run_sql = _execute
+    _run_many = _executemany
 
 
 def dispatcher_of(connection: object) -> Dispatcher | None:
@@ -134,15 +170,19 @@ class Dispatcher:
 
     # -- the application's hot calls (each proxy has them bound, see ``_connection``) ------
 
-    def cursor(self, factory: Callable[[sqlite3.Connection], sqlite3.Cursor] | None = None) -> sqlite3.Cursor:
-        """A :class:`ResilientCursor` (making one runs no SQL); with *factory*, which must be
-        a subclass of :class:`sqlite3.Cursor`, an instance of a subclass of both."""
-        if factory is None:
+    def cursor(self, factory: Any = ResilientCursor) -> sqlite3.Cursor:
+        """A :class:`ResilientCursor` (making one runs no SQL); with *factory* a subclass of
+        :class:`sqlite3.Cursor`, an instance of a subclass of both (theirs first, so that
+        their methods run, then the library's). Any other callable is :mod:`sqlite3`'s to
+        call with the wrapped connection, and the cursor it returns is the application's:
+        its statements go straight to SQLite."""
+        if factory is ResilientCursor:
             cursor = self.raw.cursor(self.cursor_type)
         elif isinstance(factory, type) and issubclass(factory, sqlite3.Cursor):
             cursor = self.raw.cursor(cursor_class(factory, self.cursor_type))
         else:
-            raise TypeError(f"cursor factory must be a subclass of sqlite3.Cursor, not {factory!r}")
+            theirs: sqlite3.Cursor = self.raw.cursor(factory)
+            return theirs
         cursor._resilient = self.proxy()  # type: ignore[assignment]
         cursor._dispatch = self
         return cursor
@@ -155,12 +195,12 @@ class Dispatcher:
         self.statement(cursor, sql, parameters, False)
         return cursor
 
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> ResilientCursor:
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> ResilientCursor:
         """Execute a statement once per parameter set on a new cursor and return it."""
         cursor = self.raw.cursor(self.cursor_type)
         cursor._resilient = self.proxy()  # type: ignore[assignment]
         cursor._dispatch = self
-        self.statement(cursor, sql, seq_of_parameters, True)
+        self.statement(cursor, sql, parameters, True)
         return cursor
 
     def commit(self) -> None:
@@ -213,7 +253,7 @@ class Dispatcher:
                 return
             started = time.monotonic()
             try:
-                _execute(cursor, sql, parameters)
+                _run_sql(cursor, sql, parameters)
             except sqlite3.OperationalError as error:
                 if not self._retry_outside(error, started, cursor, sql, parameters, many=False, changes=-1):
                     raise  # from here: no frame of ours keeps it alive (and the cursor) in a cycle
@@ -341,9 +381,9 @@ class Dispatcher:
         started = time.monotonic()
         try:
             if many:
-                _executemany(cursor, sql, parameters)
+                _run_many(cursor, sql, parameters)
             else:
-                _execute(cursor, sql, parameters)
+                _run_sql(cursor, sql, parameters)
         except sqlite3.OperationalError as error:
             if in_transaction:
                 if is_transient(error):
@@ -377,10 +417,10 @@ class Dispatcher:
         if self._cannot_wait(error, started):
             raise self._not_waited(error, started)
         if many:
-            again = functools.partial(_executemany, cursor, sql, parameters)
+            again = functools.partial(_run_many, cursor, sql, parameters)
             safe = lambda: not raw.in_transaction and raw.total_changes == changes  # noqa: E731
         else:
-            again = functools.partial(_execute, cursor, sql, parameters)
+            again = functools.partial(_run_sql, cursor, sql, parameters)
             safe = lambda: not raw.in_transaction  # noqa: E731
         self._retry(error, started, "executemany" if many else "execute", again, safe)
         return True

@@ -26,9 +26,7 @@ This module imports nothing of the package.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import sys
 from typing import TypeVar
 
 __all__ = [
@@ -122,18 +120,6 @@ def copy_sqlite_error_code(source: BaseException, target: BaseException) -> None
     for name in ("sqlite_errorcode", "sqlite_errorname"):
         if hasattr(source, name):
             setattr(target, name, getattr(source, name))
-
-
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def caller_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning raised by the calling function point at the
-    first frame outside this package (the application's call)."""
-    level, frame = 1, sys._getframe(1)
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        level, frame = level + 1, frame.f_back
-    return level
 
 
 ErrorT = TypeVar("ErrorT", bound=sqlite3.Error)

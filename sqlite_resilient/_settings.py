@@ -28,7 +28,8 @@ DEFAULT_PRAGMAS: Mapping[str, PragmaValue] = MappingProxyType(
         "journal_size_limit": 64 * 1024 * 1024,
     }
 )
-"""Pragmas applied to every file database. ``busy_timeout`` comes from the timeout."""
+"""Pragmas applied to every connection (``journal_mode`` to file databases only: an in-memory
+one keeps its ``memory`` journal). ``busy_timeout`` comes from the timeout."""
 
 # keyword-only and slotted where the running Python supports it (3.10+)
 _DATACLASS_OPTIONS: dict[str, Any] = {"kw_only": True, "slots": True} if sys.version_info >= (3, 10) else {}
@@ -50,7 +51,8 @@ class Settings:
         timeout: Total lock-wait budget in seconds of one operation on a write connection,
             whatever the number of attempts. Also SQLite's ``busy_timeout``.
         read_only_timeout: The same budget for read-only connections.
-        pragmas: Pragmas applied to file databases, validated on creation. The default is
+        pragmas: Pragmas applied to every connection (``journal_mode`` only to file
+            databases), validated on creation. The default is
             :data:`DEFAULT_PRAGMAS`; to extend rather than replace it, pass
             ``{**DEFAULT_PRAGMAS, "name": value}``.
         begin_immediate: Start the implicit transactions of Python's legacy transaction

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ._caller import as_caller
 from ._errors import (
     ConfigurationError,
     PragmaNotAppliedWarning,
@@ -58,6 +59,9 @@ class SetUp:
     pragmas: dict[str, PragmaValue] = field(default_factory=dict)
     fallback: str | None = None
     mismatches: list[str] = field(default_factory=list)
+    positional: int = 0
+    """How many of :func:`sqlite3.connect`'s arguments after *database* the application
+    gave by position."""
 
 
 def open_database(
@@ -68,9 +72,20 @@ def open_database(
     pragmas: Mapping[str, object] | None,
     settings: Settings | None,
     kwargs: dict[str, Any],
+    args: tuple[Any, ...] = (),
 ) -> tuple[sqlite3.Connection, SetUp]:
-    """Open and set up a database as :func:`~sqlite_resilient.connect` documents; warn of a
-    fallback and of pragmas SQLite did not take."""
+    """Open and set up a database as :func:`~sqlite_resilient.connect` documents (*args*:
+    :func:`sqlite3.connect`'s arguments after *database* given by position; the budget
+    comes from *timeout* or the first of them); warn of a fallback and of pragmas SQLite
+    did not take."""
+    if len(args) > len(_POSITIONAL):
+        raise TypeError(f"connect() takes at most {len(_POSITIONAL) + 1} positional arguments ({len(args) + 1} given)")
+    for name, value in zip(_POSITIONAL, args):
+        if name in kwargs or (name == "timeout" and timeout is not None):
+            raise TypeError(f"connect() got multiple values for argument {name!r}")
+        kwargs[name] = value
+    if args:
+        timeout = kwargs.pop("timeout")
     settings = DEFAULT_SETTINGS if settings is None else settings
     if not isinstance(settings, Settings):
         raise ConfigurationError(f"settings must be a Settings, not {type(settings).__name__}")
@@ -91,7 +106,7 @@ def open_database(
         elif settings.begin_immediate:
             kwargs.setdefault("isolation_level", "IMMEDIATE")
 
-    setup = SetUp(path=target.path, read_only=read_only, timeout=timeout, settings=settings)
+    setup = SetUp(path=target.path, read_only=read_only, timeout=timeout, settings=settings, positional=len(args))
     wanted = {**settings.pragmas, **explicit}
     if read_only:
         for name in explicit:
@@ -141,7 +156,7 @@ def _open_and_set_up(
         if "journal_mode" not in explicit:
             wanted.pop("journal_mode", None)
         setup.journal_mode_reason = "in-memory database"
-        raw = _open(database, uri, setup.timeout, kwargs)
+        raw = _open(database, uri, setup, kwargs)
     else:
         setup.filesystem = filesystem_of(target.path)
         if wanted.get("journal_mode") == "wal" and not setup.read_only:
@@ -155,9 +170,23 @@ def _open_and_set_up(
     return raw
 
 
-def _open(database: object, uri: object, timeout: float, kwargs: dict[str, Any]) -> sqlite3.Connection:
-    sqlite3_connect: Callable[..., sqlite3.Connection] = sqlite3.connect
-    return sqlite3_connect(database, timeout=timeout, uri=uri, **kwargs)
+_sqlite3_connect: Callable[..., sqlite3.Connection] = sqlite3.connect
+"""The stdlib's, as it was when the library was imported: an application (or a test suite)
+may put :func:`~sqlite_resilient.connect` in its place afterwards."""
+
+
+_POSITIONAL = ("timeout", "detect_types", "isolation_level", "check_same_thread", "factory", "cached_statements", "uri")
+"""The parameters of :func:`sqlite3.connect` after *database*, in their positional order."""
+
+
+def _open(database: object, uri: object, setup: SetUp, kwargs: dict[str, Any]) -> sqlite3.Connection:
+    """:func:`sqlite3.connect` with the budget as its timeout. Arguments the application gave
+    by position go by position, so that :mod:`sqlite3` (and a ``factory``) take them as
+    they would have (from 3.13 on, with their deprecation warnings, pointing at the
+    application)."""
+    given = {**kwargs, "timeout": setup.timeout, "uri": uri}
+    positional = [given.pop(name) for name in _POSITIONAL[: setup.positional]]
+    return as_caller(_sqlite3_connect, database, *positional, **given)
 
 
 def _open_file(
@@ -170,7 +199,7 @@ def _open_file(
     if path is None or filesystem is None:  # pragma: no cover - in-memory targets never get here
         raise AssertionError("a file target has a path and a filesystem")
     if not (setup.read_only or filesystem.read_only):
-        return _open(database, uri, setup.timeout, kwargs)
+        return _open(database, uri, setup, kwargs)
     params = {**{k: v for k, v in target.params if k != "mode"}, "mode": "ro"}
     try:
         return _open_and_read(to_uri(path, params), setup, kwargs)
@@ -184,7 +213,7 @@ def _open_file(
 
 def _open_and_read(uri: str, setup: SetUp, kwargs: dict[str, Any]) -> sqlite3.Connection:
     """Open *uri* and read the schema: a read-only open that cannot work fails here."""
-    raw = _open(uri, True, setup.timeout, kwargs)
+    raw = _open(uri, True, setup, kwargs)
     try:
         call_within_budget(
             lambda: raw.execute("PRAGMA schema_version").fetchone(),

@@ -17,7 +17,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from ._errors import ConfigurationError, WALGrowthWarning, caller_stacklevel, copy_sqlite_error_code, is_lock_error
+from ._caller import caller_stacklevel
+from ._errors import ConfigurationError, WALGrowthWarning, copy_sqlite_error_code, is_lock_error
 
 __all__ = [
     "CHECKPOINT_MODES",

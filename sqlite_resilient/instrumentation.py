@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("sqlite_resilient")
+logger.addHandler(logging.NullHandler())  # the application decides what is printed (the logging HOWTO)
 
 RETRY_SCHEDULED = "sqlite_resilient.retry_scheduled"
 LOCK_WAITED = "sqlite_resilient.lock_waited"
