@@ -353,6 +353,7 @@ del _name
 def connect(
     database: str | bytes | os.PathLike[str] | os.PathLike[bytes],
     *args: Any,
+    timeout: float | None = None,
     read_only: bool = False,
     pragmas: Mapping[str, object] | None = None,
     settings: Settings | None = None,
@@ -399,7 +400,6 @@ def connect(
             ``-wal`` file that cannot be read.
         sqlite3.OperationalError: SQLite could not open the database; the message names it.
     """
-    timeout = kwargs.pop("timeout", None)
     shared = not (args[3] if len(args) > 3 else kwargs.get("check_same_thread", True))
     raw, setup = open_database(
         database, timeout=timeout, read_only=read_only, pragmas=pragmas, settings=settings, kwargs=kwargs, args=args

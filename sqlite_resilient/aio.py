@@ -343,7 +343,7 @@ def connect(
         context.run,
         _connect,
         database,
-        timeout,
+        timeout=timeout,
         read_only=read_only,
         pragmas=pragmas,
         settings=settings,

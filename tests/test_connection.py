@@ -288,7 +288,7 @@ def test_settings_pragmas_and_timeouts(db: Path) -> None:
     assert conn.journal_mode == "delete"
     assert conn.journal_mode_reason == "as configured"
     assert conn.pragmas == {"journal_mode": "delete", "foreign_keys": False, "busy_timeout": 7000}
-    assert sqlite_resilient.connect(db, 2.5, settings=settings).pragmas["busy_timeout"] == 2500
+    assert sqlite_resilient.connect(db, timeout=2.5, settings=settings).pragmas["busy_timeout"] == 2500
 
 
 def test_default_budgets_are_30_and_5_seconds(db: Path) -> None:
