@@ -259,8 +259,8 @@ class Dispatcher:
                     raise  # from here: no frame of ours keeps it alive (and the cursor) in a cycle
         except sqlite3.DatabaseError as error:
             raise self._clearer(error) or error  # noqa: B904 - the cause is set
-        finally:
-            if turn is not None or self.gate is not None:
+        finally:  # a read outside a transaction takes no gate: only a held one is settled
+            if turn is not None or (self.gate is not None and self.gate.held):
                 self._settle(turn)
 
     def script(self, cursor: sqlite3.Cursor, sql_script: str) -> None:
@@ -340,7 +340,7 @@ class Dispatcher:
         if not raw.in_transaction and sql[:1] in MAYBE_WRITE:
             legacy = getattr(raw, "autocommit", _LEGACY) == _LEGACY  # Python 3.12+
             begin = write_begin(sql, raw.isolation_level if legacy else None)
-            if begin is sql:
+            if begin == sql:  # a BEGIN statement
                 self._begin(sql, write=True)
                 return
             if begin is not None and self._writer_gate() is not None:

@@ -129,10 +129,11 @@ def _existing_ancestor(path: str) -> str:
 def filesystem_of(path: str) -> FileSystem:
     """Describe the filesystem holding *path* (or, if it does not exist, its directory).
 
-    The mount table is read once per directory and device (a new mount there changes the
-    device); whether it is read-only is asked of the kernel every time, so a remount counts.
+    The mount table is read once per path and device (a new mount there, or a symbolic link
+    pointed elsewhere, changes the device); whether it is read-only is asked of the kernel
+    every time, so a remount counts.
     """
-    where = os.path.realpath(_existing_ancestor(path))
+    where = _existing_ancestor(path)
     try:
         status = os.statvfs(where)
         read_only = bool(status.f_flag & os.ST_RDONLY)
@@ -141,7 +142,7 @@ def filesystem_of(path: str) -> FileSystem:
         read_only, key = False, None
     mount = _mounts_seen.get(key) if key is not None else None
     if mount is None:
-        mount = _mount_of(where)
+        mount = _mount_of(os.path.realpath(where))
         if key is not None:
             if len(_mounts_seen) >= 256:
                 _mounts_seen.clear()

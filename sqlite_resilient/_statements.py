@@ -13,6 +13,8 @@ leading comments on 3.11+: a statement missed here only goes without the gate.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["MAYBE_WRITE", "write_begin"]
 
 MAYBE_WRITE = "bBiIuUdDrR \t\n\r"
@@ -24,12 +26,31 @@ _LOCKING_LEVELS = ("IMMEDIATE", "EXCLUSIVE")
 _BEGIN = {level: f"BEGIN {level}" for level in _LOCKING_LEVELS}
 
 
+_seen: dict[tuple[str, str | None], str | None] = {}
+"""Each (statement, isolation level) classified so far: applications run the same few
+statements again and again. Cleared when full, like :mod:`sqlite3`'s statement cache."""
+
+_MISS: Any = object()
+
+
 def write_begin(sql: str, isolation_level: str | None) -> str | None:
     """The statement that begins a write transaction for *sql*, run outside a transaction:
-    *sql* itself if it is ``BEGIN IMMEDIATE`` or ``BEGIN EXCLUSIVE`` (any case,
+    *sql* (an equal string) if it is ``BEGIN IMMEDIATE`` or ``BEGIN EXCLUSIVE`` (any case,
     ``TRANSACTION`` and a ``;`` allowed), or the ``BEGIN`` that :mod:`sqlite3`'s legacy mode
     sends before a DML statement when *isolation_level* takes the write lock (pass ``None``
     where there are no implicit transactions); else ``None``."""
+    key = (sql, isolation_level)
+    begin: str | None = _seen.get(key, _MISS)
+    if begin is _MISS:
+        begin = _classify(sql, isolation_level)
+        if len(sql) <= 1000:  # not a generated bulk statement, kept in memory for nothing
+            if len(_seen) >= 512:
+                _seen.clear()
+            _seen[key] = begin
+    return begin
+
+
+def _classify(sql: str, isolation_level: str | None) -> str | None:
     stripped = sql.lstrip(" \t\n\r")
     if stripped[:1] in "bB":
         words = stripped.replace(";", " ").upper().split()

@@ -240,6 +240,21 @@ def test_begin_statements_queue_at_the_gate_too(
     assert is_free(gate)
 
 
+def test_a_begin_statement_seen_before_begins_again(
+    db: Path, connections: Callable[..., ResilientConnection], gate: WriteGate
+) -> None:
+    """Statements are classified once per text: the same ``BEGIN IMMEDIATE`` again, as
+    another string object (built at run time), begins the transaction again."""
+    writer = connections(db, isolation_level=None)
+    for n in range(2):
+        writer.execute(" ".join(["BEGIN", "IMMEDIATE"]))
+        assert not is_free(gate)
+        writer.execute("INSERT INTO t VALUES (?)", (n,))
+        writer.commit()
+        assert is_free(gate)
+    assert rows(db) == [(0,), (1,)]
+
+
 def test_deferred_begin_statements_do_not_queue(
     db: Path, connections: Callable[..., ResilientConnection], gate: WriteGate
 ) -> None:
