@@ -159,6 +159,12 @@ class Strategy:
     transact: Transact
     single_writer: bool = False
 
+    @property
+    def lock_first(self) -> bool:
+        """Whether its transactions take the write lock before the body runs (``BEGIN
+        IMMEDIATE``): then the body's start to the commit is the time the lock is held."""
+        return self.transact in (transact_begin_immediate, transact_resilient)
+
 
 # -- the strategies: open a connection, run one transaction --------------------------------------
 
@@ -378,6 +384,9 @@ class WorkerStats:
     items_in_window: int = 0
     increments: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    held: list[tuple[float, float]] = field(default_factory=list)
+    """(start of the body's last attempt, commit returned), ``time.monotonic()``, per
+    committed transaction: the clock is the system's, comparable between processes."""
     errors: dict[str, int] = field(default_factory=dict)
     failed_by_transaction: dict[str, int] = field(default_factory=dict)
     committed_by_transaction: dict[str, int] = field(default_factory=dict)
@@ -424,13 +433,21 @@ def write_loop(conn: Database, strategy: Strategy, job: Job, stats: WorkerStats)
     worker = f"w{job.index}"
     while not job.stop.is_set():
         what, body = next_transaction(rng, worker, job.batch)
+        entered = 0.0
+
+        def timed(conn: Database, body: Body = body) -> Outcome:
+            nonlocal entered
+            entered = time.monotonic()
+            return body(conn)
+
         started = time.perf_counter()
         try:
-            outcome = strategy.transact(conn, body)
+            outcome = strategy.transact(conn, timed)
         except Exception as exc:  # counted by kind; the worker goes on
             stats.fail(what, exc, (time.perf_counter() - started) * 1000)
             rollback_quietly(conn, stats)
             continue
+        stats.held.append((entered, time.monotonic()))
         stats.latencies_ms.append((time.perf_counter() - started) * 1000)
         in_window = not job.stop.is_set()
         stats.ok += 1
@@ -523,6 +540,8 @@ class RunResult:
     log_rows: int
     processed_twice: int
     extra_processings: int
+    started: float = 0.0
+    """``time.monotonic()`` when the writers were let go."""
 
     def _of(self, role: str) -> list[WorkerStats]:
         return [w for w in self.workers if w.role == role]
@@ -555,6 +574,37 @@ class RunResult:
     def failed_ms_max(self, role: str) -> float:
         return max((w.failed_ms_max for w in self._of(role)), default=0.0)
 
+    def lock_time(self) -> dict[str, float] | None:
+        """Where the write lock's time went in the run, for strategies that take it at
+        ``BEGIN``: the share of the run it was held, the transactions' hold times, and the
+        idle gaps (one transaction's commit returned to the next one's body starting: the
+        hand-off, each process's own loop, and ``BEGIN`` itself)."""
+        if not STRATEGIES[self.strategy].lock_first:
+            return None
+        end = self.started + self.seconds
+        spans = sorted(
+            (max(a, self.started), min(b, end))
+            for w in self._of(WRITER)
+            for a, b in w.held
+            if b > self.started and a < end
+        )
+        if not spans:
+            return None
+        held, covered = 0.0, self.started
+        for a, b in spans:  # their union: a commit releases the lock before it returns
+            held += max(0.0, b - max(a, covered))
+            covered = max(covered, b)
+        gaps = [max(0.0, b[0] - a[1]) * 1000 for a, b in zip(spans, spans[1:])]
+        holds = [(b - a) * 1000 for a, b in spans]
+        return {
+            "held_share": round(held / self.seconds, 4),
+            "hold_ms_p50": round(percentile(sorted(holds), 50), 3),
+            "gap_ms_p50": round(percentile(sorted(gaps), 50), 3) if gaps else 0.0,
+            "gap_ms_p99": round(percentile(sorted(gaps), 99), 3) if gaps else 0.0,
+            "gap_ms_total": round(sum(gaps), 1),
+            "overlaps": sum(b[0] < a[1] for a, b in zip(spans, spans[1:])),
+        }
+
     @property
     def counter_expected(self) -> int:
         return sum(w.increments for w in self._of(WRITER))
@@ -570,7 +620,7 @@ class RunResult:
     def to_json(self) -> dict[str, Any]:
         def worker(w: WorkerStats) -> dict[str, Any]:
             fields = dataclasses.asdict(w)
-            del fields["latencies_ms"]
+            del fields["latencies_ms"], fields["held"]
             return fields
 
         return {
@@ -603,6 +653,7 @@ class RunResult:
             "write_latency_ms": self.latency(WRITER),
             "read_latency_ms": self.latency(READER),
             "longest_write_wait_ms": self.latency(WRITER)["max"],
+            "write_lock": self.lock_time(),
             "missing_workers": self.missing,
             "per_worker": [worker(w) for w in self.workers],
         }
@@ -705,7 +756,7 @@ def run_strategy(name: str, writers: int, args: argparse.Namespace, directory: s
                 process.join(10)
     stats = [WorkerStats(**payload) for payload in done.values() if payload is not None]
     stats.sort(key=lambda w: (w.role, w.index))
-    return RunResult(name, writers, readers, journal, window, stats, missing, *audit(path))
+    return RunResult(name, writers, readers, journal, window, stats, missing, *audit(path), started=started)
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -743,6 +794,14 @@ in the run (how fairly the write lock went round); write ms = start of the first
 returned (retries included), committed transactions only; write max = longest write wait."""
 
 
+LOCK_NOTES = """\
+write lock (strategies that take it at BEGIN): held % = share of the run some writer was inside a committed
+transaction (its body's start to its commit returned); hold = one transaction's; gap = from one commit returned
+to the next transaction's body starting (the hand-off, the writer's own loop, BEGIN); gaps ms = all of them
+in the run; overlaps = transactions whose body started before the previous commit returned (SQLite had
+released the lock; the gap counts 0)."""
+
+
 def print_table(results: Sequence[RunResult]) -> None:
     head = (
         f"{'strategy':<23} {'W':>2} {'commits/s':>9} {'items/s':>7} {'reads/s':>8} {'w.err':>6} {'r.err':>6}"
@@ -762,8 +821,30 @@ def print_table(results: Sequence[RunResult]) -> None:
     print_details(results)
 
 
+def print_lock_time(results: Sequence[RunResult]) -> None:
+    """Where the write lock's time went, for the runs whose transactions take it at BEGIN."""
+    rows = [(r, lock) for r in results if (lock := r.lock_time()) is not None]
+    if not rows:
+        return
+    print()
+    head = (
+        f"{'write lock':<23} {'W':>2} {'held %':>7} {'hold p50 ms':>11} {'gap p50 ms':>10} {'gap p99 ms':>10}"
+        f" {'gaps ms':>8} {'overlaps':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r, lock in rows:
+        print(
+            f"{r.strategy:<23} {r.writers:>2} {lock['held_share'] * 100:>7.1f} {lock['hold_ms_p50']:>11.2f}"
+            f" {lock['gap_ms_p50']:>10.3f} {lock['gap_ms_p99']:>10.3f} {lock['gap_ms_total']:>8.0f}"
+            f" {lock['overlaps']:>8.0f}"
+        )
+    print(LOCK_NOTES)
+
+
 def print_details(results: Sequence[RunResult]) -> None:
     """Errors by kind and anything amiss, per run; then what the columns mean."""
+    print_lock_time(results)
     print()
     for r in results:
         lines: list[str] = []

@@ -46,7 +46,8 @@ def test_overhead_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
 def test_contention_benchmark_runs_prints_and_audits(tmp_path: Path) -> None:
     """``benchmarks/contention.py`` runs every strategy briefly, prints one row for each and
     writes its JSON; no strategy loses a counter update, and none of the BEGIN IMMEDIATE
-    strategies processes an item twice (correctness, not timing: never timing is asserted)."""
+    strategies processes an item twice (correctness, not timing: never timing is asserted);
+    those say how long the write lock was held."""
     report = tmp_path / "contention.json"
     result = run_script(
         "contention.py",
@@ -67,6 +68,12 @@ def test_contention_benchmark_runs_prints_and_audits(tmp_path: Path) -> None:
         assert run["processed_log_rows"] == run["items_processed_committed"], name
         if name in ("wal-begin-immediate", "apsw", "sqlite_resilient", "ceiling"):
             assert run["items_processed_twice"] == 0, name
+            lock = run["write_lock"]  # where the write lock's time went
+            assert 0 < lock["held_share"] <= 1, name
+            assert lock["hold_ms_p50"] > 0, name
+        else:  # the lock is taken inside the body: no hold times to show
+            assert run["write_lock"] is None, name
+    assert "write lock" in result.stdout
 
 
 def test_soak_runs_briefly_and_its_audit_passes(tmp_path: Path) -> None:

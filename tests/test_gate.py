@@ -24,7 +24,7 @@ from conftest import LockHolder, gate_is_free, run_in_thread
 
 import sqlite_resilient
 from sqlite_resilient import DEFAULT_SETTINGS, ResilientConnection, instrumentation
-from sqlite_resilient._gate import WriteGate, open_gate
+from sqlite_resilient._gate import WriteGate, _signals_deferred, open_gate
 
 GATE_THREAD = "sqlite_resilient write gate"
 WRITER_QUEUED = "sqlite_resilient.writer_queued"
@@ -537,3 +537,28 @@ def test_a_writer_that_comes_straight_back_queues_behind_the_waiting_one(
     begins = [sql for sql in statements if sql.endswith("BEGIN IMMEDIATE")]
     assert begins == ["first: BEGIN IMMEDIATE", "second: BEGIN IMMEDIATE", "first: BEGIN IMMEDIATE"]
     assert rows(db) == [(1,), (2,), (3,)]
+
+
+def test_signals_are_held_back_while_the_gate_is_let_go() -> None:
+    """The few system calls that let a queued writer's gate go run with signals blocked: a
+    real signal sent meanwhile (its handler raises) is delivered when they are done, and
+    the mask is as before."""
+    delivered: list[str] = []
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    def let_go() -> None:
+        with _signals_deferred():
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+            delivered.append("not yet")  # the handler has not run
+        delivered.append("never: the signal arrives as the block ends")  # pragma: no cover
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(Interrupted):
+            let_go()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert delivered == ["not yet"]
+    assert signal.SIGUSR1 not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
