@@ -130,8 +130,8 @@ def filesystem_of(path: str) -> FileSystem:
     """Describe the filesystem holding *path* (or, if it does not exist, its directory).
 
     The mount table is read once per path and device (a new mount there, or a symbolic link
-    pointed elsewhere, changes the device); whether it is read-only is asked of the kernel
-    every time, so a remount counts.
+    pointed to another filesystem, changes the device); whether it is read-only is asked of
+    the kernel every time, so a remount counts.
     """
     where = _existing_ancestor(path)
     try:
