@@ -15,9 +15,10 @@ rollback goes through :meth:`Dispatcher._dispatch` (statements, the hot path, th
    conn:``, a retry's rollback), and the turn passes on.
 
 Nothing is mirrored in flags but one thing SQLite cannot tell: under ``autocommit=False``
-(Python 3.12+) a transaction is always open, and whether anything ran in it since Python
-opened it (a blob write or a ``CREATE TABLE`` changes no row count) is noted at the one
-place every call passes (:attr:`Dispatcher.unused`).
+(Python 3.12+) a transaction is always open, and whether anything but plain ``SELECT``
+statements ran in it since Python opened it (a blob write or a ``CREATE TABLE`` changes no
+row count) is noted at the one place every call passes (:attr:`Dispatcher.unused`). Reads
+alone leave it to whichever thread writes first: a thread that only reads never commits.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from ._retry import (
     retry_after_lock_error,
     rollback,
 )
-from ._statements import MAYBE_WRITE, write_begin
+from ._statements import MAYBE_WRITE, is_query, write_begin
 from ._turn import Turn
 from ._wal import check_growth
 from .instrumentation import THREAD_QUEUED, WRITER_QUEUED, LockCounters
@@ -157,7 +158,8 @@ class Dispatcher:
         self.turn = Turn() if shared else None
         self.cursor_type = SharedCursor if shared else ResilientCursor
         self.unused = is_pep249(raw)
-        """Under ``autocommit=False``: nothing was called in the transaction Python opened."""
+        """Under ``autocommit=False``: nothing but plain ``SELECT`` statements ran in the
+        transaction Python opened."""
         self.wal_check_at = 0.0  # when the next commit looks at the WAL's size
 
     @property
@@ -247,7 +249,8 @@ class Dispatcher:
         try:
             if _current.get() is not None:
                 self._join_scope()
-            self.unused = False
+            if self.unused and not is_query(sql):  # a read leaves it to the first writer
+                self.unused = False
             if many or sql[:1] in MAYBE_WRITE or self.raw.in_transaction:
                 self._statement(cursor, sql, parameters, many)
                 return

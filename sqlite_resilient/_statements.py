@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MAYBE_WRITE", "write_begin"]
+__all__ = ["MAYBE_WRITE", "is_query", "write_begin"]
 
 MAYBE_WRITE = "bBiIuUdDrR \t\n\r"
 """The first characters of a statement worth a closer look: a cheap test on every statement
@@ -61,3 +61,8 @@ def _classify(sql: str, isolation_level: str | None) -> str | None:
     if stripped[:6].upper() not in _DML and stripped[:7].upper() != "REPLACE":
         return None
     return _BEGIN.get(isolation_level) or f"BEGIN {isolation_level.upper()}"
+
+
+def is_query(sql: str) -> bool:
+    """Whether *sql* is a plain ``SELECT``, which reads only (a ``WITH`` may write)."""
+    return sql.lstrip(" \t\n\r")[:6].upper() == "SELECT"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,6 +190,31 @@ def test_another_threads_transaction_is_not_nested(
     thread.join(JOIN_TIMEOUT)
     assert outcome == [None]
     assert [row[0] for row in conn.execute("SELECT x FROM t")] == [2]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="autocommit is new in Python 3.12")
+def test_under_autocommit_false_reads_leave_the_transaction_to_the_first_writer(
+    db: Path, shared: Callable[..., ResilientConnection], hook: Recorder
+) -> None:
+    """Under ``autocommit=False`` Python keeps a transaction open all the time: a thread
+    that only reads (a dashboard, which never commits) does not make it its own, or every
+    other thread would wait for it until its budget ran out. The first thread that writes
+    makes it its own: the others wait until it commits."""
+    conn = shared(db, autocommit=False, timeout=5)
+    queued = queued_event(hook)
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    thread, outcome = run_in_thread(lambda: conn.execute("SELECT count(*) FROM t").fetchone())
+    thread.join(JOIN_TIMEOUT)
+    assert outcome == [(0,)]
+    assert not queued.is_set()  # it did not wait
+
+    conn.execute("INSERT INTO t VALUES (1)")
+    thread, outcome = run_in_thread(lambda: conn.execute("SELECT count(*) FROM t").fetchone())
+    assert queued.wait(JOIN_TIMEOUT), outcome
+    conn.commit()
+    thread.join(JOIN_TIMEOUT)
+    assert outcome == [(1,)]
+    assert hook.failures == []
 
 
 def test_plain_sqlite3_code_on_a_shared_connection(db: Path, shared: Callable[..., ResilientConnection]) -> None:

@@ -200,18 +200,22 @@ def test_block_takes_the_write_lock_at_entry(db: Path, open_conn: OpenConn, kwar
 
 @needs_312
 def test_autocommit_false_block_replaces_the_empty_transaction(db: Path, open_conn: OpenConn) -> None:
-    """Under ``autocommit=False`` with nothing pending, each block replaces Python's empty
-    transaction by ``BEGIN IMMEDIATE`` (the write lock is taken at entry, every time) and
-    commits; afterwards a transaction is open again, as that mode promises."""
+    """Under ``autocommit=False`` with nothing pending (or only reads: a half-read cursor
+    reads on), each block replaces Python's empty transaction by ``BEGIN IMMEDIATE`` (the
+    write lock is taken at entry, every time) and commits; afterwards a transaction is open
+    again, as that mode promises."""
     conn = open_conn(db, autocommit=False)
     assert conn.in_transaction
     statements = traced(conn)
     for value in (1, 2):
+        reading = conn.execute("SELECT 1 UNION ALL SELECT 2")
+        assert reading.fetchone() == (1,)
         with conn.transaction():
             assert writer_is_locked_out(db)
             conn.execute("INSERT INTO t VALUES (?)", (value,))
         assert rows(db) == [(v,) for v in range(1, value + 1)]
         assert conn.in_transaction
+        assert reading.fetchall() == [(2,)]
     assert statements.count("BEGIN IMMEDIATE") == 2
     assert not writer_is_locked_out(db)
 
