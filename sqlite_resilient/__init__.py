@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlite3 as _sqlite3
 import types as _types
 import warnings as _warnings
-from importlib import metadata as _metadata
 from typing import Any as _Any
 
 # isort: off
@@ -116,7 +115,9 @@ __all__ = sorted({*__all__, *_SQLITE3_NAMES})  # noqa: PLE0605 - the drop-in sur
 
 def __getattr__(name: str) -> _Any:
     if name == "__version__":
-        return _metadata.version("sqlite_resilient")
+        from importlib import metadata  # noqa: PLC0415 - its import takes longer than the library's
+
+        return metadata.version("sqlite_resilient")
     if name in _DEPRECATED_SQLITE3_NAMES:
         # Let sqlite3 warn as it does, but point the warning at our caller.
         with _warnings.catch_warnings(record=True) as caught:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -113,7 +112,12 @@ _DARWIN_MOUNT = re.compile(r"^.+ on (?P<point>.+) \((?P<type>[^,)]+)")
 
 def _darwin_mounts() -> list[tuple[str, str]]:
     """(mount point, type) of every mount, from mount(8) on macOS."""
-    output = subprocess.run(["/sbin/mount"], capture_output=True, text=True, check=True, timeout=5).stdout
+    import subprocess  # noqa: PLC0415 - macOS only: other platforms do not pay for its import
+
+    try:
+        output = subprocess.run(["/sbin/mount"], capture_output=True, text=True, check=True, timeout=5).stdout
+    except subprocess.SubprocessError:
+        return []
     return [(m["point"], m["type"]) for m in map(_DARWIN_MOUNT.match, output.splitlines()) if m]
 
 
@@ -162,7 +166,7 @@ def _mount_of(where: str) -> tuple[str | None, str | None]:
             mounts = _darwin_mounts()
         else:
             mounts = []
-    except (OSError, subprocess.SubprocessError):
+    except OSError:
         mounts = []
     best: tuple[str | None, str | None] = (None, None)
     for point, fstype in mounts:  # the last, longest mount point containing the path

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from importlib import metadata
 from typing import TYPE_CHECKING, Callable, Union
 
 from ._errors import DatabaseLockedError
@@ -120,6 +119,8 @@ def _missing(hook: str, module: str, distribution: str, extra: str) -> ImportErr
 
 
 def _version() -> str | None:
+    from importlib import metadata  # noqa: PLC0415 - its import takes longer than the library's
+
     try:
         return metadata.version("sqlite_resilient")
     except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree

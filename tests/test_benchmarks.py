@@ -35,7 +35,16 @@ def test_overhead_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
     result = run_script("overhead.py", "--rounds", "1", "--json", str(report))
     lines = result.stdout.splitlines()
     assert lines[0].split()[:1] == ["operation"]
-    operations = ("SELECT 1", "100-row fetch", "insert transaction", "executemany", "connect()", "per-request")
+    operations = (
+        "SELECT 1",
+        "100-row fetch",
+        "insert transaction",
+        "db_transaction",
+        "executemany",
+        "connect()",
+        "per-request",
+        "kept connection",
+    )
     for operation in operations:
         assert any(operation in line and line.rstrip().endswith("x") for line in lines), operation
     rows = json.loads(report.read_text())["results"]
