@@ -235,7 +235,7 @@ class Dispatcher:
                 self.unused = False
             return fn(*args)
         except sqlite3.DatabaseError as error:
-            raise self._clearer(error) or error  # noqa: B904 - the cause is set
+            raise self._for_caller(error, None)
         finally:
             self._settle(turn)
 
@@ -261,7 +261,7 @@ class Dispatcher:
                 if not self._retry_outside(error, started, cursor, sql, parameters, many=False, changes=-1):
                     raise  # from here: no frame of ours keeps it alive (and the cursor) in a cycle
         except sqlite3.DatabaseError as error:
-            raise self._clearer(error) or error  # noqa: B904 - the cause is set
+            raise self._for_caller(error, sql)
         finally:  # a read outside a transaction takes no gate: only a held one is settled
             if turn is not None or (self.gate is not None and self.gate.held):
                 self._settle(turn)
@@ -464,7 +464,7 @@ class Dispatcher:
                 if not is_transient(error) or raw.in_transaction:
                     raise
                 if self._cannot_wait(error, attempt):
-                    raise self._not_waited(error, attempt)  # noqa: B904 - its cause is set
+                    raise self._not_waited(error, attempt)
                 self._retry(error, started, "BEGIN", lambda: raw.execute(sql), lambda: not raw.in_transaction)
         finally:
             self.restore_busy()
@@ -683,21 +683,23 @@ class Dispatcher:
                     weakref.finalize(self, self.gate.close)
         return self.gate
 
-    def _clearer(self, error: sqlite3.DatabaseError) -> sqlite3.DatabaseError | None:
-        """The error to raise instead of *error* (caused by it), or ``None``: for a statement
-        a read-only connection refused, one that says what and why; for a damaged or vanished
-        file, one that names it (and says when its filesystem now refuses writes, as after
-        the kernel turned it read-only)."""
-        guard = self.guard
-        clear = guard.explain(error) if guard is not None else None
+    def _for_caller(self, error: sqlite3.DatabaseError, sql: str | None) -> sqlite3.DatabaseError:
+        """The error the application sees for *error*, raised by the statement *sql*: for a
+        statement a read-only connection refused, one that says what and why; for a damaged
+        or vanished file, one that names it (and says when its filesystem now refuses
+        writes, as after the kernel turned it read-only). Both are caused by *error*.
+        Tracebacks start at the raise: the library's frames between the application's
+        call and SQLite are plumbing."""
+        error = error.with_traceback(None)
+        guard, path = self.guard, self.setup.path
+        clear = guard.explain(error, sql, path) if guard is not None else None
         if clear is not None:
             clear.__cause__, clear.__suppress_context__ = error, True
             return clear
-        path = self.setup.path
         if path is not None and is_file_error(error) and path not in str(error):
             why = " on a filesystem that is read-only now" if refuses_writers(path) else ""
             return restated(error, f"{error} (database {path!r}{why})")
-        return None
+        return error
 
     def _watch_wal(self) -> None:
         """After a commit, at most once a second: warn if the WAL keeps growing (see

@@ -63,8 +63,8 @@ _SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_maste
 """Only ``PRAGMA writable_schema`` (refused) lets a statement change these."""
 
 
-def _refusal(action: int, first: str | None, second: str | None, database: str | None) -> str | None:
-    """What a read-only connection refuses of this authorizer request, or ``None``.
+def _refusal(action: int, first: str | None, second: str | None, database: str | None) -> tuple[str, str] | None:
+    """What a read-only connection refuses of this authorizer request and why, or ``None``.
 
     Changes to the main database are left to ``mode=ro``, which refuses them with SQLite's
     usual "attempt to write a readonly database"; the temporary database has no such guard.
@@ -73,15 +73,22 @@ def _refusal(action: int, first: str | None, second: str | None, database: str |
         name = (first or "").lower()
         if (name in _READ_PRAGMAS and second is None) or name in _ARGUMENT_PRAGMAS:
             return None
-        return f"PRAGMA {name}" + ("" if second is None else f" = {second}")
+        return f"PRAGMA {name}" + ("" if second is None else f" = {second}"), "only pragmas that report are allowed"
     if action == sqlite3.SQLITE_FUNCTION:
-        return f"the function {second}()" if (second or "").lower() in _FUNCTIONS else None
+        loads = (second or "").lower() in _FUNCTIONS
+        return (f"the function {second}()", "it can load code into the process") if loads else None
     verb = _WRITES.get(action)
-    if verb is None or (database == "main" and action not in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH)):
+    attach = action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH)
+    if verb is None or (database == "main" and not attach):
         return None
     if action == sqlite3.SQLITE_UPDATE and first in _SCHEMA_TABLES:
         return None  # SQLite asks this while it sets up a table-valued function
-    return f"{verb} {first}" if first else verb
+    why = "it would open another database file" if attach else "temporary tables, views and indexes are writes too"
+    return (f"{verb} {first}" if first else verb), why
+
+
+_READONLY = "attempt to write a readonly database"
+"""SQLite's message for a write that ``mode=ro`` refuses (``SQLITE_READONLY``)."""
 
 
 class ReadOnlyGuard:
@@ -89,7 +96,7 @@ class ReadOnlyGuard:
     the connection's ``set_authorizer``) is asked after it."""
 
     def __init__(self) -> None:
-        self.denied: str | None = None
+        self.denied: tuple[str, str] | None = None
         self.chained: Authorizer | None = None
 
     def __call__(
@@ -103,15 +110,30 @@ class ReadOnlyGuard:
             return self.chained(action, first, second, database, source)
         return sqlite3.SQLITE_OK
 
-    def explain(self, error: sqlite3.DatabaseError) -> sqlite3.DatabaseError | None:
-        """The error SQLite raised for a refused statement, saying what was refused and
-        why (``None`` if the guard refused nothing)."""
+    def explain(self, error: sqlite3.DatabaseError, sql: str | None, path: str | None) -> sqlite3.DatabaseError | None:
+        """The error to raise for *error*, raised by the statement *sql* (``None``: a
+        script), if the read-only connection to *path* refused it (``None`` otherwise):
+        SQLite's reason, what the application wrote, that the read-only connection refuses
+        it, and why where SQLite's reason does not say."""
         denied, self.denied = self.denied, None
-        if denied is None:
+        if denied is not None:
+            reason, (action, why) = "not authorized", denied
+        elif str(error).startswith(_READONLY):
+            reason, action, why = _READONLY, "", ""
+        else:
             return None
-        clear = type(error)(f"{error}: {denied} is refused on a read-only connection")
+        what = _shown(sql) if sql is not None else (action or "the script")
+        to = f" to {path!r}" if path is not None else ""
+        why = f": {why}" if why else ""
+        clear = type(error)(f"{reason}: {what} is refused on the read-only connection{to}{why}")
         copy_sqlite_error_code(error, clear)
         return clear
+
+
+def _shown(sql: str) -> str:
+    """The statement as an error message quotes it: on one line, at most 200 characters."""
+    text = " ".join(sql.split())
+    return repr(text if len(text) <= 200 else text[:197] + "...")
 
 
 def guard_read_only(raw: sqlite3.Connection) -> ReadOnlyGuard:

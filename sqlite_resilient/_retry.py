@@ -648,8 +648,14 @@ def retry_on_lock(
     Raises:
         DatabaseLockedError: the budget (or *attempts*) is spent; ``__cause__`` is the last
             lock error.
-        TypeError: *fn* is a generator function, which cannot be re-run.
+        TypeError: *fn* is a generator function, which cannot be re-run, or not a function
+            (``@retry_on_lock(5)``: *timeout* is keyword-only).
     """
+    if fn is not None and not callable(fn):
+        raise TypeError(
+            f"retry_on_lock takes the function to decorate, not {fn!r}: timeout and attempts are "
+            f"keyword-only (@retry_on_lock(timeout={fn!r}))"
+        )
     budget = DEFAULT_SETTINGS.timeout if timeout is None else _check_timeout("timeout", timeout)
     if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
         raise ValueError(f"attempts must be a positive int or None, not {attempts!r}")

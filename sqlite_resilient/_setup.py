@@ -261,9 +261,10 @@ def _check_immutable_is_safe(path: str, filesystem: FileSystem, error: sqlite3.O
 _warned: set[tuple[str | None, str]] = set()
 """The (database, reason) pairs of fallbacks warned of in this process."""
 
-_reported: dict[tuple[str, PragmaValue], PragmaValue] = {}
-"""What SQLite reported back for a per-connection pragma set to a value in this process:
-the same library reports the same again, so later connections skip the read-back."""
+_reported: dict[tuple[str, PragmaValue, bool], PragmaValue] = {}
+"""What SQLite reported back for a per-connection pragma set to a value (in memory or not)
+in this process: the same library reports the same again, so later connections skip the
+read-back."""
 
 
 def _apply_pragmas(raw: sqlite3.Connection, wanted: dict[str, PragmaValue], setup: SetUp) -> None:
@@ -300,13 +301,18 @@ def _apply_pragmas(raw: sqlite3.Connection, wanted: dict[str, PragmaValue], setu
     known: list[str] = []
     for name, value in wanted.items():
         pragma = PRAGMAS[name]
-        reported = _reported.get((name, value)) if pragma.per_connection else None
+        key = (name, value, setup.path is None)
+        reported = _reported.get(key) if pragma.per_connection else None
         if reported is None or name == "busy_timeout":
             run(pragma.set_sql(value))
         if reported is None:
-            reported = pragma.from_sqlite(run(f"PRAGMA {name}"))
+            answer = run(f"PRAGMA {name}")
+            if answer is None:  # it does not apply here (mmap_size in memory)
+                setup.mismatches.append(f"pragma {name} was set to {value!r} but SQLite reports no value for it here")
+                continue
+            reported = pragma.from_sqlite(answer)
             if pragma.per_connection:
-                _reported[(name, value)] = reported
+                _reported[key] = reported
         elif name != "busy_timeout":
             known.append(pragma.set_sql(value))
         setup.pragmas[name] = reported

@@ -11,6 +11,7 @@ import pickle
 import sqlite3
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,45 @@ def test_clamped_pragma_warns(db: Path) -> None:
     with pytest.warns(PragmaNotAppliedWarning, match="mmap_size"):
         conn = sqlite_resilient.connect(db, pragmas={"mmap_size": 2**60})
     assert conn.pragmas["mmap_size"] == conn.execute("PRAGMA mmap_size").fetchone()[0] < 2**60
+
+
+LIBRARY = os.path.dirname(sqlite_resilient.__file__) + os.sep
+
+
+@pytest.mark.parametrize("call", ["execute", "executemany", "cursor", "commit"])
+def test_an_error_from_sqlite_shows_few_frames_of_the_library(db: Path, call: str) -> None:
+    """A constraint error (or any other error SQLite raises) reaches the application with at
+    most two frames of the library in its traceback, none a line of bookkeeping or a lint
+    comment: the frame of the method called, and the one that raises."""
+    conn = sqlite_resilient.connect(db)
+    conn.executescript("CREATE TABLE k(x PRIMARY KEY); CREATE TABLE c(x REFERENCES k(x) DEFERRABLE INITIALLY DEFERRED)")
+    conn.execute("INSERT INTO k VALUES (1)")
+    conn.commit()
+    with pytest.raises(sqlite3.IntegrityError) as caught:
+        if call == "execute":
+            conn.execute("INSERT INTO k VALUES (1)")
+        elif call == "executemany":
+            conn.executemany("INSERT INTO k VALUES (?)", [(1,)])
+        elif call == "cursor":
+            conn.cursor().execute("INSERT INTO k VALUES (1)")
+        else:
+            conn.execute("INSERT INTO c VALUES (2)")  # checked at COMMIT
+            conn.commit()
+    ours = [frame for frame in traceback.extract_tb(caught.value.__traceback__) if frame.filename.startswith(LIBRARY)]
+    assert len(ours) <= 2, traceback.format_list(ours)
+    assert not any("noqa" in (frame.line or "") for frame in ours), traceback.format_list(ours)
+    conn.rollback()
+    conn.close()
+
+
+def test_pragma_sqlite_reports_nothing_for_warns() -> None:
+    """A pragma that does not apply to the database (``mmap_size`` on an in-memory one:
+    SQLite reports no value for it) is reported with PragmaNotAppliedWarning saying so,
+    and left out of ``conn.pragmas``; the connection works."""
+    with pytest.warns(PragmaNotAppliedWarning, match=r"mmap_size was set to 268435456 but SQLite reports no value"):
+        conn = sqlite_resilient.connect(":memory:", pragmas={"mmap_size": 2**28})
+    assert "mmap_size" not in conn.pragmas
+    assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_settings_is_frozen_and_validated() -> None:

@@ -631,6 +631,14 @@ def test_generator_functions_are_refused() -> None:
         retry_on_lock(async_numbers)
 
 
+@pytest.mark.parametrize("argument", [5, 2.5, "fast"])
+def test_a_positional_argument_that_is_not_a_function_is_refused(argument: object) -> None:
+    """``@retry_on_lock(5)`` is refused at once with a TypeError saying that ``timeout``
+    (and ``attempts``) are keyword-only, not an AttributeError from inside."""
+    with pytest.raises(TypeError, match=rf"keyword-only.*@retry_on_lock\(timeout={argument!r}\)"):
+        retry_on_lock(argument)  # type: ignore[call-overload]
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
