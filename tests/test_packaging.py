@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -36,16 +37,19 @@ def run(*command: str | Path, cwd: Path | None = None) -> str:
 
 
 def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
-    """``python -m build`` makes an sdist and, from it, a wheel holding every module and
-    ``py.typed``; installed into a new venv, the command line answers ``--help`` and
+    """``python -m build`` makes an sdist and, from it, a wheel holding every module,
+    ``py.typed`` and the LICENSE (both do); installed into a new venv, the command line answers ``--help`` and
     ``--version`` (the metadata's version), and runs a short demo and a doctor."""
     dist = tmp_path / "dist"
     run(sys.executable, "-m", "build", "--outdir", dist, ROOT)
     (wheel,) = dist.glob("*.whl")
-    assert len(list(dist.glob("*.tar.gz"))) == 1
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {f"sqlite_resilient/{path.name}" for path in (ROOT / "sqlite_resilient").glob("*.py")}
     assert modules | {"sqlite_resilient/py.typed"} <= names
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names), sorted(names)
+    (sdist,) = dist.glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        assert any(name.endswith("/LICENSE") for name in archive.getnames())
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)
