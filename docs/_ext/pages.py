@@ -1,7 +1,9 @@
 """MkDocs hooks: pages whose text comes from the project itself, so that it cannot go stale.
 
 - ``guide.md`` is the README, read at build time (its links into the source tree, which the
-  site does not contain, keep their text only).
+  site does not contain, keep their text only; those to ``benchmarks/README.md`` lead to
+  the benchmarks page).
+- ``benchmarks.md`` is ``benchmarks/README.md``, with its plots.
 - A line ``<!-- help: sqlite-resilient ARGS -->`` in a page becomes the output of
   ``sqlite-resilient ARGS --help``, produced by the installed command line at 80 columns.
 - A line ``<!-- pragmas -->`` becomes the table of the pragmas the library can set, from
@@ -24,25 +26,34 @@ from mkdocs.structure.files import File, Files
 import sqlite_resilient
 from sqlite_resilient import cli
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
 GUIDE = "guide.md"
+BENCHMARKS = ROOT / "benchmarks"
+BENCHMARKS_PAGE = "benchmarks.md"
+BENCHMARKS_LINK = re.compile(r"\]\(benchmarks/README\.md(?P<anchor>#[^)]*)?\)")
 HELP_MARKER = re.compile(r"^<!-- help: (?P<command>[^>]*?) -->$", re.MULTILINE)
-RELATIVE_LINK = re.compile(r"\[(?P<text>[^\]]+)\]\((?!https?:|mailto:|#)[^)]+\)")
+RELATIVE_LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]+)\]\((?!https?:|mailto:|#|plots/)[^)]+\)")
 HELP_COLUMNS = "80"
 PRAGMAS_MARKER = re.compile(r"^<!-- pragmas -->$", re.MULTILINE)
 INT64 = (-(2**63), 2**63 - 1)
 
 
 def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
-    """Add the README to the site as the guide."""
+    """Add the README to the site as the guide, and the benchmarks' README with its plots."""
     files.append(File.generated(config, GUIDE, abs_src_path=str(README)))
+    files.append(File.generated(config, BENCHMARKS_PAGE, abs_src_path=str(BENCHMARKS / "README.md")))
+    for plot in sorted((BENCHMARKS / "plots").glob("*.png")):
+        files.append(File.generated(config, f"plots/{plot.name}", abs_src_path=str(plot)))
     return files
 
 
 def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
-    """Fill in the help markers of a page; unlink the README's links into the source tree."""
-    if page.file.src_uri == GUIDE:
-        markdown = RELATIVE_LINK.sub(r"\g<text>", markdown)
+    """Fill in the help markers of a page; unlink the links of the pages made from the
+    project's READMEs into the source tree, but those from one to the other."""
+    if page.file.src_uri in (GUIDE, BENCHMARKS_PAGE):
+        markdown = BENCHMARKS_LINK.sub(lambda match: f"]({BENCHMARKS_PAGE}{match['anchor'] or ''})", markdown)
+        markdown = RELATIVE_LINK.sub(lambda match: match[0] if BENCHMARKS_PAGE in match[0] else match["text"], markdown)
     markdown = PRAGMAS_MARKER.sub(lambda _: _pragma_table(), markdown)
     return HELP_MARKER.sub(lambda match: _help(match["command"]), markdown)
 

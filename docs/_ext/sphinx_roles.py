@@ -1,4 +1,5 @@
-"""Griffe extension: the library's docstrings, written with Sphinx roles, as mkdocstrings Markdown.
+"""Griffe extension: the library's docstrings, written with Sphinx roles, as mkdocstrings Markdown
+(and a dataclass field's ``default_factory=lambda: VALUE`` shown as the default ``VALUE``).
 
 The docstrings name other objects the way Sphinx does (``:func:`connect```,
 ``:class:`~sqlite_resilient.ResilientConnection```, ``:meth:`cursor```) and introduce literal
@@ -89,6 +90,20 @@ def _documented(package: griffe.Module) -> frozenset[str]:
     return frozenset(paths)
 
 
+def _show_factory_values(function: griffe.Function) -> None:
+    """A parameter whose default is made by ``lambda: VALUE`` (a dataclass field's
+    ``default_factory``) shows ``VALUE`` as its default, not ``(lambda: VALUE)()``."""
+    for parameter in function.parameters:
+        default = parameter.default
+        if (
+            isinstance(default, griffe.ExprCall)
+            and not default.arguments
+            and isinstance(default.function, griffe.ExprLambda)
+            and not default.function.parameters
+        ):
+            parameter.default = default.function.body
+
+
 class SphinxRoles(griffe.Extension):
     """Rewrite the Sphinx roles and ``::`` markers of every docstring of the package."""
 
@@ -97,6 +112,8 @@ class SphinxRoles(griffe.Extension):
         self._rewrite(pkg, pkg, _documented(pkg))
 
     def _rewrite(self, obj: griffe.Object, package: griffe.Module, documented: frozenset[str]) -> None:
+        if isinstance(obj, griffe.Function):
+            _show_factory_values(obj)
         if obj.docstring is not None:
             text = ROLE.sub(lambda match: self._markdown(match, obj, package, documented), obj.docstring.value)
             obj.docstring.value = LITERAL_BLOCK_MARKER.sub(":", text)
