@@ -48,6 +48,25 @@ TRANSACTIONS = 400
 MINIMUM_VERSION = (0, 5, 8)
 """``litestream sync -wait`` (block until the replica has the database's position) is 0.5.8's."""
 
+SHUTDOWN_RACE = re.compile(
+    r'level=ERROR msg="compaction failed" .*level=9 '
+    r'error="write snapshot ltx: read database page \d+: invalid argument"'
+)
+"""Litestream's own error, not the library's: at shutdown (0.5.17) it closes its handle on
+the database file while its level-9 snapshot may still be reading pages through it, and Go's
+``ReadAt`` on that closed (nil) handle answers "invalid argument". Seen once in 30 runs, only
+between "signal received" and "litestream shut down", and the replica was complete then too."""
+
+
+def problems(log: str) -> list[str]:
+    """The lines of a Litestream log above INFO, but :data:`SHUTDOWN_RACE` once it shuts down."""
+    found, shutting_down = [], False
+    for line in log.splitlines():
+        shutting_down = shutting_down or "litestream shutting down" in line
+        if re.search(r"level=(?:WARN|ERROR)", line) and not (shutting_down and SHUTDOWN_RACE.search(line)):
+            found.append(line)
+    return found
+
 
 def find_litestream() -> str:
     """The path of a ``litestream`` binary that runs here (the one installed beside this
@@ -278,7 +297,8 @@ def test_restore_has_every_transaction_acknowledged_before_the_last_sync(
     checkpoint). After they end, Litestream is stopped with SIGTERM (its final sync) and
     exits 0: the restored copy holds exactly the acknowledged transactions, none partial,
     its integrity check ok, and so does the source. The library did not fight Litestream: no
-    warning and no lock error in the writers, nothing logged above INFO by Litestream."""
+    warning and no lock error in the writers, nothing logged above INFO by Litestream (but
+    its own race at shutdown, :data:`SHUTDOWN_RACE`)."""
     litestream.start()
     initial_size = litestream.database.stat().st_size
     writers = Writers.start(litestream.database, LITESTREAM_SETTINGS, WRITERS, TRANSACTIONS)
@@ -307,7 +327,7 @@ def test_restore_has_every_transaction_acknowledged_before_the_last_sync(
     assert litestream.stop() == 0, litestream.log_text()
     log = litestream.log_text()
     assert "litestream shut down" in log
-    assert not re.findall(r"^.*level=(?:WARN|ERROR).*$", log, re.MULTILINE)
+    assert problems(log) == []
 
     final = tmp_path / "final.db"
     litestream.restore(final)
