@@ -10,7 +10,6 @@ https://www.sqlite.org/useovernet.html). In those cases a rollback-journal mode 
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import sys
@@ -208,14 +207,32 @@ def wal_content_bytes(path: str) -> int:
     return max(0, size - WAL_HEADER_SIZE)
 
 
+_EROFS_EXIT = 3
+_OPEN_FOR_WRITING = f"""\
+import errno, os, sys
+try:
+    os.close(os.open(sys.argv[1], os.O_RDWR | os.O_CLOEXEC))
+except OSError as error:
+    sys.exit({_EROFS_EXIT} if error.errno == errno.EROFS else 1)
+"""
+
+
 def refuses_writers(path: str | None) -> bool:
     """Whether the filesystem of *path* refuses to open it for writing (``EROFS``): also
-    one that ``statvfs`` does not call read-only, as after the kernel turned it read-only
-    on an I/O error."""
-    if path is None:
+    one that ``statvfs`` and ``access`` do not call read-only, as after the kernel turned it
+    read-only on an I/O error. Asked after an error only.
+
+    The file is opened in a child process: closing a descriptor of it in this one would let
+    go of every POSIX lock this process holds on it, those of its SQLite connections
+    included, and another process could then write under them."""
+    if path is None or not sys.executable:
         return False
+    import subprocess  # noqa: PLC0415 - asked after an error only
+
     try:
-        os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
-    except OSError as error:
-        return error.errno == errno.EROFS
-    return False
+        probe = subprocess.run(  # noqa: S603 - this interpreter, a fixed program; the path is an argument
+            [sys.executable, "-I", "-S", "-c", _OPEN_FOR_WRITING, path], capture_output=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == _EROFS_EXIT

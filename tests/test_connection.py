@@ -13,7 +13,7 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from conftest import StartLockHolder
@@ -318,16 +318,16 @@ def test_an_error_from_sqlite_shows_few_frames_of_the_library(db: Path, call: st
     conn.executescript("CREATE TABLE k(x PRIMARY KEY); CREATE TABLE c(x REFERENCES k(x) DEFERRABLE INITIALLY DEFERRED)")
     conn.execute("INSERT INTO k VALUES (1)")
     conn.commit()
+    failing: dict[str, Callable[[], object]] = {
+        "execute": lambda: conn.execute("INSERT INTO k VALUES (1)"),
+        "executemany": lambda: conn.executemany("INSERT INTO k VALUES (?)", [(1,)]),
+        "cursor": lambda: conn.cursor().execute("INSERT INTO k VALUES (1)"),
+        "commit": conn.commit,
+    }
+    if call == "commit":
+        conn.execute("INSERT INTO c VALUES (2)")  # checked at COMMIT
     with pytest.raises(sqlite3.IntegrityError) as caught:
-        if call == "execute":
-            conn.execute("INSERT INTO k VALUES (1)")
-        elif call == "executemany":
-            conn.executemany("INSERT INTO k VALUES (?)", [(1,)])
-        elif call == "cursor":
-            conn.cursor().execute("INSERT INTO k VALUES (1)")
-        else:
-            conn.execute("INSERT INTO c VALUES (2)")  # checked at COMMIT
-            conn.commit()
+        failing[call]()
     ours = [frame for frame in traceback.extract_tb(caught.value.__traceback__) if frame.filename.startswith(LIBRARY)]
     assert len(ours) <= 2, traceback.format_list(ours)
     assert not any("noqa" in (frame.line or "") for frame in ours), traceback.format_list(ours)

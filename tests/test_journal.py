@@ -32,7 +32,7 @@ from sqlite_resilient import (
     WALFallbackWarning,
     is_lock_error,
 )
-from sqlite_resilient._journal import NETWORK_FILESYSTEMS, FileSystem, filesystem_of, wal_blocker
+from sqlite_resilient._journal import NETWORK_FILESYSTEMS, FileSystem, filesystem_of, refuses_writers, wal_blocker
 
 ROWS = 3
 """Rows every prepared database holds in table ``t``."""
@@ -585,3 +585,36 @@ def test_connect_retried_through_lock_keeps_configured_busy_timeout(
         assert conn.journal_mode == "wal"
         assert conn.pragmas["busy_timeout"] == 10_000
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+
+
+def test_asking_whether_the_filesystem_refuses_writers_keeps_this_processs_locks(tmp_path: Path) -> None:
+    """Asking whether a database's filesystem refuses writers (done after an I/O error) must
+    not open the file in this process: closing any descriptor of a file lets go of every
+    POSIX lock the process holds on it, SQLite's connections' included, and another process
+    could then write under a connection that believes it holds a lock. Here a connection of
+    this process holds SHARED (a read transaction, rollback journal): after the question,
+    another process still cannot take EXCLUSIVE."""
+    db = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(db)) as setup:
+        setup.executescript("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT x FROM t").fetchall() == [(1,)]  # SHARED is held
+        assert refuses_writers(str(db)) is False
+        probe = (
+            "import sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+            "try:\n"
+            "    c.execute('BEGIN EXCLUSIVE')\n"
+            "except sqlite3.OperationalError as e:\n"
+            "    print(e)\n"
+            "else:\n"
+            "    print('exclusive')\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", probe, str(db)], capture_output=True, text=True, timeout=HELPER_TIMEOUT, check=True
+        )
+        assert result.stdout.strip() == "database is locked"
+    finally:
+        reader.close()
