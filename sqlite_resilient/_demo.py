@@ -1,35 +1,45 @@
-"""``sqlite-resilient demo``: the motivating scenario, plain :mod:`sqlite3` and this library side by side.
+"""``sqlite-resilient demo``: the same application code, run four ways, side by side.
 
-Background writer *processes* ingest rows (batches of inserts) and enrich them (read rows
-not enriched yet, compute, update them) while a dashboard in the main process polls the same
-database file. The scenario runs twice, each time on a fresh database that starts with a
-backlog of rows:
+The application is the one the library exists for, written the way people write it:
 
-1. **plain sqlite3**: :func:`sqlite3.connect` defaults (rollback journal, Python's implicit
-   deferred transactions) with ``timeout=0.1`` for writers and dashboard, as a web request
-   would use. Enrichment is written the way typical code is: ``SELECT`` the rows, compute,
-   ``UPDATE`` them (the implicit transaction begins at the first ``UPDATE``) and
-   ``commit()``, so two writers can pick and process the same rows;
-2. **sqlite_resilient**: :func:`sqlite_resilient.connect` with its defaults for the writers
-   (WAL, a 30 s lock-wait budget: a background job can afford to wait), each batch in
-   :func:`sqlite_resilient.db_transaction` inside a function decorated with
-   :func:`sqlite_resilient.retry_on_lock`, so the ``SELECT`` and the ``UPDATE`` are one
-   transaction and lock errors re-run it; ``read_only=True`` with the same 0.1 s budget as
-   plain for the dashboard.
+- an **ingestion job** (one process) imports files: it stores each file (2.5 MB) and the
+  items it parses from it (~15 ms each) in one transaction, so that nobody sees half a
+  file, and commits at the end, about 6 s later;
+- **enrichment workers** (processes) read the next items not enriched yet, work on them
+  (~20 ms), and write the results back: read, then write;
+- a **dashboard** (threads of the main process, one per client) shows the latest items and
+  the enrichment progress, one request after the other.
 
-Every enrichment increments the row's ``enrich_count``; an audit query at the end of each
-scenario counts the rows processed more than once. One table then compares the dashboard's
-failed reads, empty dashboards and latency, rows processed twice, and the writers' longest
-wait, committed and failed transactions; :func:`write_plot` draws the same comparison.
+Each scenario runs that code for the same time on a fresh database holding a backlog of
+items; only the lines that :data:`SCENARIOS` name differ:
 
-Writer processes start with the ``spawn`` method (never ``fork``: a SQLite connection must
-not cross a fork) and synchronise with the main process through a queue and events only;
-the short sleeps in the loops stand for work, never for synchronisation.
+1. **plain sqlite3**, the "before": ``sqlite3.connect(path)`` with its defaults (rollback
+   journal, 5 s timeout);
+2. **hand-rolled WAL**, the usual fix: ``sqlite3.connect(path, timeout=30)`` and
+   ``PRAGMA journal_mode=WAL`` / ``synchronous=NORMAL`` on every connection;
+3. **sqlite_resilient**: ``import sqlite_resilient as sqlite3``, nothing else changed;
+4. **+ db_transaction**: 3, and the enrichment's read-then-write in a
+   :func:`sqlite_resilient.retry_on_lock` function around
+   :func:`sqlite_resilient.db_transaction`, as the library recommends.
+
+What counts is the work done, measured the same way for all: items ingested and enriched
+(committed, counted in the database at the end), items processed twice (every enrichment
+increments the item's ``enrich_count``), job runs that failed, and the dashboard's requests
+served and failed and the slowest of them. :func:`format_report` prints one table and says
+what went wrong in each scenario; :func:`write_plot` draws one panel per column.
+
+Why plain sqlite3 fails here, every run: a file is larger than SQLite's default page cache
+(2 MB), so SQLite writes it to the database file before ``COMMIT``; in the rollback journal
+that takes the exclusive lock, and every reader waits for it until ``COMMIT``, ~6 s later:
+longer than the 5 s default timeout.
+
+Job processes start with the ``spawn`` method (never ``fork``: a SQLite connection must not
+cross a fork) and synchronise with the main process through a queue and events only; the
+sleeps in the jobs stand for work (parsing, calling a service), never for synchronisation.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import math
 import multiprocessing
@@ -41,9 +51,10 @@ import sqlite3
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, TextIO, Union
 
@@ -55,189 +66,326 @@ if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
 
 __all__ = [
-    "DASHBOARD_PANELS",
+    "COLUMNS",
+    "DASHBOARD_CLIENTS",
     "DEFAULT_SECONDS",
     "DEFAULT_WRITERS",
+    "HANDROLLED_WAL",
     "PLAIN",
     "PLOT_EXTRA",
     "RESILIENT",
+    "RESILIENT_TRANSACTION",
     "SCENARIOS",
-    "SEED_ROWS",
     "Audit",
+    "Column",
+    "DashboardStats",
     "DemoError",
+    "JobStats",
     "PlotUnavailableError",
-    "Poll",
-    "ReaderStats",
+    "Request",
     "ScenarioResult",
-    "WriterStats",
     "audit",
     "check_plotting",
     "create_database",
+    "dashboard_request",
     "format_report",
-    "poll_dashboard",
     "run_demo",
     "write_plot",
 ]
 
-DEFAULT_SECONDS = 3.0
-"""How long each scenario runs, in seconds."""
-DEFAULT_WRITERS = 4
-"""How many writer processes each scenario starts."""
+DEFAULT_SECONDS = 7.5
+"""How long each scenario runs, in seconds: one file import (~6 s) and the pause after it."""
+DEFAULT_WRITERS = 2
+"""How many enrichment workers (processes) each scenario starts, beside the ingestion job."""
+DASHBOARD_CLIENTS = 3
+"""Dashboard clients (threads of the main process), each sending one request after the other."""
 
 PLAIN = "plain sqlite3"
+HANDROLLED_WAL = "hand-rolled WAL"
 RESILIENT = "sqlite_resilient"
-SCENARIOS = (PLAIN, RESILIENT)
+RESILIENT_TRANSACTION = "+ db_transaction"
+SCENARIOS = (PLAIN, HANDROLLED_WAL, RESILIENT, RESILIENT_TRANSACTION)
 """The scenarios, in the order they run and are reported."""
 
-REQUEST_TIMEOUT = 0.1
-"""Lock-wait budget in seconds of a dashboard read (both scenarios) and of a plain writer."""
-SEED_ROWS = 50
-"""Rows in the database when a scenario starts: a backlog to enrich, and a dashboard that
-has something to show from its first poll."""
-INSERT_BATCH = 50
-"""Rows per ingestion transaction."""
+PLAIN_TIMEOUT = 5.0
+""":func:`sqlite3.connect`'s default timeout, in seconds."""
+HANDROLLED_TIMEOUT = 30.0
+"""The timeout of the hand-rolled WAL setup."""
+_CODE = {
+    PLAIN: f"sqlite3.connect(path): the defaults, rollback journal and {PLAIN_TIMEOUT:g} s timeout (the 'before')",
+    HANDROLLED_WAL: (
+        f"sqlite3.connect(path, timeout={HANDROLLED_TIMEOUT:g}) + PRAGMA journal_mode=WAL, synchronous=NORMAL on "
+        "every connection (the usual fix)"
+    ),
+    RESILIENT: "import sqlite_resilient as sqlite3, nothing else changed",
+    RESILIENT_TRANSACTION: (
+        f"as {RESILIENT}, and the enrichment's read-then-write in a @retry_on_lock function around "
+        "db_transaction (the recommended form)"
+    ),
+}
+"""What each scenario changes in the application, in one line."""
+BACKLOG_ITEMS = 3000
+"""Items in the database when a scenario starts, none enriched yet: work for the enrichment
+from the first second, and a dashboard with something to show."""
+FILE_BYTES = 2_500_000
+"""Size of one imported file, stored with its items: more than SQLite's default page cache
+(``cache_size=-2000``, 2 MB)."""
+FILE_ITEMS = 400
+"""Items parsed from one file."""
+IMPORT_SECONDS = 6.0
+"""Parsing time of one file's items in all (the import's transaction lasts as long): longer
+than plain sqlite3's 5 s timeout."""
+IMPORT_PAUSE = 0.5
+"""How long the ingestion job waits for the next file after a commit."""
 ENRICH_BATCH = 10
-"""Rows read and then updated per enrichment."""
-WORK_SECONDS = 0.005
-"""Simulated work of a writer between two transactions."""
+"""Items read and then written per enrichment."""
 ENRICH_SECONDS = 0.02
-"""Mean simulated computation of an enrichment, between its read and its update;
-exponentially distributed, with the long tail of calls to a model or a service."""
-POLL_SECONDS = 0.005
-"""Pause between two dashboard polls (the dashboard stands for many users)."""
+"""Mean work of an enrichment, between its read and its write; exponentially distributed,
+with the long tail of calls to a model or a service."""
+JOB_PAUSE = 0.005
+"""Pause of an enrichment worker between two runs."""
+POLL_SECONDS = 0.01
+"""Pause of a dashboard client between two requests."""
 STARTUP_SECONDS = 15.0
-"""How long to wait for writer processes to start, or to report after being told to stop."""
+"""How long to wait for job processes and dashboard clients to start, or to finish after
+being told to stop."""
+SETUP_SECONDS = 0.8
+"""About how long a scenario takes beyond its run: a fresh database, job processes started
+and stopped, the audit (measured on 2 CPUs)."""
 PROGRESS_SECONDS = 0.1
 """How often the progress bar is redrawn."""
+WAITING_SECONDS = 0.5
+"""The progress bar counts a dashboard request in progress for longer than this as waiting."""
+SLOW_REQUEST_MS = 1000.0
+"""A dashboard request slower than this froze the page for its user."""
+TIMELINE_BIN_SECONDS = 0.25
+"""The plot counts the dashboard's requests served per interval of this length."""
 PLOT_EXTRA = "pip install 'sqlite_resilient[bench]'"
 """How to install what ``--plot`` needs."""
 
 Connection = Union[sqlite3.Connection, sqlite_resilient.ResilientConnection]
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    raw BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
-    source TEXT NOT NULL,
-    payload TEXT NOT NULL,
+    file TEXT NOT NULL,
     value REAL NOT NULL,
     enriched INTEGER NOT NULL DEFAULT 0,
     enrich_count INTEGER NOT NULL DEFAULT 0,
-    score REAL
-)
+    score REAL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_by_state ON items (enriched, id);
 """
-_INSERT = "INSERT INTO items (source, payload, value) VALUES (?, ?, ?)"
+_BACKLOG = "backlog"
+_INSERT_FILE = "INSERT INTO files (name, raw) VALUES (?, ?)"
+_INSERT_ITEM = "INSERT INTO items (file, value, payload) VALUES (?, ?, ?)"
 _SELECT_UNENRICHED = "SELECT id, value FROM items WHERE enriched = 0 ORDER BY id LIMIT ?"
-# No "AND enriched = 0": enrich_count records every time a row was processed.
+# No "AND enriched = 0": enrich_count records every time an item was processed.
 _UPDATE_ENRICHED = "UPDATE items SET enrich_count = enrich_count + 1, enriched = 1, score = ? WHERE id = ?"
-_AUDIT = "SELECT count(*), total(enrich_count > 0), total(enrich_count), total(enrich_count > 1) FROM items"
-DASHBOARD_PANELS = (
-    "SELECT id, source, value, score FROM items ORDER BY id DESC LIMIT 20",
-    "SELECT enriched, count(*), avg(score) FROM items GROUP BY enriched",
+_AUDIT = (
+    "SELECT total(file != ?), total(enrich_count > 0), total(enrich_count), total(enrich_count > 1), "
+    "(SELECT count(*) FROM files) FROM items"
 )
-"""The dashboard's panels: the latest items and the enrichment progress, one query each."""
+DASHBOARD_PANELS = (
+    "SELECT id, file, value, score FROM items ORDER BY id DESC LIMIT 20",
+    "SELECT enriched, count(*) FROM items GROUP BY enriched",
+)
+"""The dashboard's panels, one query each: the latest items and the enrichment progress."""
 
 _READY = "ready"
 _DONE = "done"
+_INGESTION = "ingestion"
+_ENRICHMENT = "enrichment"
 
 
 class DemoError(RuntimeError):
-    """The demo could not run (e.g. its writer processes did not start)."""
+    """The demo could not run (e.g. its job processes did not start)."""
 
 
 class PlotUnavailableError(DemoError):
     """A plot was asked for, but matplotlib cannot be imported."""
 
 
+class _Stopped(Exception):
+    """The scenario ended in the middle of a file import (which is then rolled back)."""
+
+
+# -- the application: the same code in every scenario ----------------------------------------
+
+
+def connect_plain(path: str) -> Connection:
+    """Scenario 1: :func:`sqlite3.connect` with its defaults."""
+    return sqlite3.connect(path)
+
+
+def connect_handrolled_wal(path: str) -> Connection:
+    """Scenario 2: the usual hand-rolled fix, WAL and a longer timeout, still plain sqlite3."""
+    conn = sqlite3.connect(path, timeout=HANDROLLED_TIMEOUT)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def connect_resilient(path: str) -> Connection:
+    """Scenarios 3 and 4: ``sqlite3.connect(path)`` after ``import sqlite_resilient as sqlite3``."""
+    return sqlite_resilient.connect(path)
+
+
+_CONNECT: dict[str, Callable[[str], Connection]] = {
+    PLAIN: connect_plain,
+    HANDROLLED_WAL: connect_handrolled_wal,
+    RESILIENT: connect_resilient,
+    RESILIENT_TRANSACTION: connect_resilient,
+}
+
+
+def import_file(conn: Connection, name: str, raw: bytes, records: Iterator[tuple[str, float, str]]) -> int:
+    """The ingestion job: store the file and the items parsed from it in one transaction
+    (Python's implicit one, from the first ``INSERT``), commit, and return how many items."""
+    conn.execute(_INSERT_FILE, (name, raw))
+    count = 0
+    for record in records:  # parsing each record takes a while
+        conn.execute(_INSERT_ITEM, record)
+        count += 1
+    conn.commit()
+    return count
+
+
+def enrich_next(conn: Connection, work_seconds: float) -> int:
+    """The enrichment: read the next items not enriched yet, work on them, write the results
+    back; return how many items. It does not commit."""
+    rows = conn.execute(_SELECT_UNENRICHED, (ENRICH_BATCH,)).fetchall()
+    if rows:
+        time.sleep(work_seconds)  # the enrichment's work: a model, a service
+    for item_id, value in rows:
+        conn.execute(_UPDATE_ENRICHED, (math.sqrt(value), item_id))
+    return len(rows)
+
+
+def enrich_as_written(conn: Connection, work_seconds: float) -> int:
+    """Scenarios 1-3: :func:`enrich_next`, then ``commit()``. Python begins the transaction at
+    the first ``UPDATE``: the ``SELECT`` runs before it, so two workers can take the same items."""
+    count = enrich_next(conn, work_seconds)
+    conn.commit()
+    return count
+
+
+@sqlite_resilient.retry_on_lock
+def enrich_in_transaction(conn: Connection, work_seconds: float) -> int:
+    """Scenario 4: :func:`enrich_next` in ``db_transaction`` (``BEGIN IMMEDIATE``: the
+    ``SELECT`` is in the transaction), the whole of it re-run on a lock error."""
+    with sqlite_resilient.db_transaction(conn):
+        return enrich_next(conn, work_seconds)
+
+
+_ENRICH: dict[str, Callable[[Connection, float], int]] = {
+    PLAIN: enrich_as_written,
+    HANDROLLED_WAL: enrich_as_written,
+    RESILIENT: enrich_as_written,
+    RESILIENT_TRANSACTION: enrich_in_transaction,
+}
+
+
+def dashboard_request(conn: Connection) -> int:
+    """One dashboard request: every panel's query; return how many rows it shows."""
+    return sum(len(conn.execute(sql).fetchall()) for sql in DASHBOARD_PANELS)
+
+
 # -- results ---------------------------------------------------------------------------------
 
 
 @dataclass
-class WriterStats:
-    """What writer processes did; each sends its own back through the queue.
+class JobStats:
+    """What job processes of one kind did; each sends its own back through the queue.
 
     Attributes:
-        committed: Write transactions committed (batches of rows inserted or enriched).
-        failed: Ingestions and enrichments that failed with an error, and writers that
-            stopped on one.
-        longest_wait_ms: Plain sqlite3: the longest time a writer spent in one span of SQLite
-            calls (an enrichment's ``SELECT``, or a transaction's writes from its first
-            statement to ``COMMIT`` or failure). sqlite_resilient: the longest
-            ``conn.lock_stats.longest_wait``.
-        lock_waits: sqlite_resilient: operations that waited for a lock (``lock_stats.waits``).
-        total_wait_ms: sqlite_resilient: how long they waited in all (``lock_stats.total_wait``).
-        retries: sqlite_resilient: attempts made again after a lock error.
-        surfaced: sqlite_resilient: lock errors that reached the writer's code.
+        runs: File imports or enrichments committed.
+        failed: File imports and enrichments that failed with an error, and jobs that stopped
+            on one.
         errors: Errors by :func:`error_key`.
+        lock_waits: sqlite_resilient: operations that waited for a lock (``lock_stats.waits``).
+        longest_wait_ms: sqlite_resilient: the longest of those waits.
+        retries: sqlite_resilient: attempts made again after a lock error.
+        surfaced: sqlite_resilient: lock errors that reached the job's code.
     """
 
-    committed: int = 0
+    runs: int = 0
     failed: int = 0
-    longest_wait_ms: float = 0.0
+    errors: Counter[str] = field(default_factory=Counter)
     lock_waits: int = 0
-    total_wait_ms: float = 0.0
+    longest_wait_ms: float = 0.0
     retries: int = 0
     surfaced: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
 
-    def add(self, other: WriterStats) -> None:
+    def add(self, other: JobStats) -> None:
         """Add the counts of *other* to these (the longest wait is the longer of the two)."""
-        self.committed += other.committed
+        self.runs += other.runs
         self.failed += other.failed
-        self.longest_wait_ms = max(self.longest_wait_ms, other.longest_wait_ms)
+        self.errors.update(other.errors)
         self.lock_waits += other.lock_waits
-        self.total_wait_ms += other.total_wait_ms
+        self.longest_wait_ms = max(self.longest_wait_ms, other.longest_wait_ms)
         self.retries += other.retries
         self.surfaced += other.surfaced
-        self.errors.update(other.errors)
 
 
-class Poll(NamedTuple):
-    """One dashboard poll: when it started (seconds into the scenario), how long it took,
-    how many of its panel queries failed, and how many rows it had to show."""
+class Request(NamedTuple):
+    """One dashboard request: when it started (seconds into the scenario), how long it took,
+    and its error (:func:`error_key`), ``None`` if it was served."""
 
     at: float
     latency_ms: float
-    failed_reads: int
-    rows: int
-
-    @property
-    def empty(self) -> bool:
-        """Whether the dashboard had nothing to show: every panel failed or returned no row."""
-        return self.rows == 0
+    error: str | None = None
 
 
 @dataclass
-class ReaderStats:
-    """What the dashboard saw: every poll, failed ones included, and the errors it met."""
+class DashboardStats:
+    """What the dashboard's clients saw: every request, failed ones included."""
 
-    polls: list[Poll] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def failed_reads(self) -> int:
-        """Panel queries that failed."""
-        return sum(poll.failed_reads for poll in self.polls)
+    requests: list[Request] = field(default_factory=list)
+    in_flight: dict[int, float] = field(default_factory=dict)
+    """When each client's request in progress was sent (``time.perf_counter()``), by client."""
 
     @property
-    def empty(self) -> int:
-        """Polls that had nothing to show (see :attr:`Poll.empty`)."""
-        return sum(poll.empty for poll in self.polls)
+    def served(self) -> int:
+        """Requests answered."""
+        return sum(request.error is None for request in self.requests)
 
     @property
-    def latencies_ms(self) -> list[float]:
-        """How long each poll took, in milliseconds."""
-        return [poll.latency_ms for poll in self.polls]
+    def failed(self) -> int:
+        """Requests that failed: the user saw an error or an empty page."""
+        return sum(request.error is not None for request in self.requests)
+
+    @property
+    def slowest_ms(self) -> float:
+        """How long the slowest request took, failed ones included."""
+        return max((request.latency_ms for request in self.requests), default=0.0)
+
+    @property
+    def errors(self) -> Counter[str]:
+        """The failed requests' errors."""
+        return Counter(request.error for request in self.requests if request.error is not None)
 
 
 @dataclass(frozen=True)
 class Audit:
     """What the database holds at the end of a scenario, counted by one query."""
 
-    rows: int = 0
+    ingested: int = 0
+    """Items committed by the ingestion job."""
     enriched: int = 0
+    """Items enriched at least once."""
     enrichments: int = 0
+    """Enrichments in all (``enrich_count`` summed)."""
     processed_twice: int = 0
-    """Rows enriched more than once (``enrich_count > 1``)."""
+    """Items enriched more than once (``enrich_count > 1``)."""
+    files: int = 0
+    """Files committed by the ingestion job."""
 
 
 @dataclass
@@ -245,19 +393,26 @@ class ScenarioResult:
     """The outcome of one scenario."""
 
     name: str
-    reader: ReaderStats
-    writers: WriterStats
+    dashboard: DashboardStats = field(default_factory=DashboardStats)
+    ingestion: JobStats = field(default_factory=JobStats)
+    enrichment: JobStats = field(default_factory=JobStats)
     audit: Audit = field(default_factory=Audit)
+
+    @property
+    def jobs_failed(self) -> int:
+        """Job runs (file imports, enrichments) that failed."""
+        return self.ingestion.failed + self.enrichment.failed
 
 
 @dataclass(frozen=True)
-class _WriterJob:
-    """Everything a writer process needs; pickled to the child by ``spawn``."""
+class _Job:
+    """Everything a job process needs; pickled to the child by ``spawn``."""
 
     scenario: str
+    kind: str
     path: str
     index: int
-    messages: Queue[tuple[str, int, WriterStats | None]]
+    messages: Queue[tuple[str, int, JobStats | None]]
     start: Event
     stop: Event
 
@@ -271,77 +426,43 @@ def error_key(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).split(':', 1)[0]}"
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The *q*-th percentile (0-100) of *values* by the nearest-rank method; 0.0 if empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = math.ceil(q / 100 * len(ordered))
-    return ordered[min(max(rank, 1), len(ordered)) - 1]
-
-
 # -- the database ----------------------------------------------------------------------------
 
 
-def open_writer(scenario: str, path: str) -> Connection:
-    """Open a writer connection the way *scenario* prescribes."""
-    if scenario == PLAIN:
-        return sqlite3.connect(path, timeout=REQUEST_TIMEOUT)
-    return sqlite_resilient.connect(path)
-
-
-def open_dashboard(scenario: str, path: str) -> Connection:
-    """Open the dashboard's connection the way *scenario* prescribes."""
-    if scenario == PLAIN:
-        return sqlite3.connect(path, timeout=REQUEST_TIMEOUT)
-    return sqlite_resilient.connect(path, read_only=True, timeout=REQUEST_TIMEOUT)
-
-
-def _new_rows(source: str, rng: random.Random, count: int) -> list[tuple[str, str, float]]:
-    return [(source, "x" * rng.randint(50, 200), rng.random() * 100) for _ in range(count)]
+def _payload(rng: random.Random) -> str:
+    return "x" * rng.randint(80, 240)
 
 
 def create_database(scenario: str, path: str) -> None:
-    """Create the ``items`` table with ``SEED_ROWS`` rows not enriched yet (with
-    sqlite_resilient, this also switches the file to WAL)."""
-    conn = open_writer(scenario, path)
+    """Create the tables with ``BACKLOG_ITEMS`` items not enriched yet, through *scenario*'s
+    connection (so the hand-rolled and library scenarios switch the file to WAL)."""
+    rng = random.Random(0)
+    conn = _CONNECT[scenario](path)
     try:
-        conn.execute(_SCHEMA)
-        conn.executemany(_INSERT, _new_rows("seed", random.Random(0), SEED_ROWS))
+        conn.executescript(_SCHEMA)
+        conn.executemany(_INSERT_ITEM, [(_BACKLOG, rng.random() * 100, _payload(rng)) for _ in range(BACKLOG_ITEMS)])
         conn.commit()
     finally:
         conn.close()
 
 
 def audit(path: str) -> Audit:
-    """Count the rows of the database at *path*, those enriched, the enrichments, and the
-    rows enriched more than once (run when no writer is left)."""
+    """Count what the database at *path* holds (run when no job is left): items ingested,
+    enriched, enrichments, items enriched more than once, files."""
     conn = sqlite3.connect(path)
     try:
-        rows, enriched, enrichments, twice = conn.execute(_AUDIT).fetchone()
+        ingested, enriched, enrichments, twice, files = conn.execute(_AUDIT, (_BACKLOG,)).fetchone()
     finally:
         conn.close()
-    return Audit(int(rows), int(enriched), int(enrichments), int(twice))
+    return Audit(int(ingested), int(enriched), int(enrichments), int(twice), int(files))
 
 
-# -- the writer processes: plain sqlite3 ------------------------------------------------------
+# -- the job processes -----------------------------------------------------------------------
 
 
-class _Span:
-    """Times one span of SQLite calls of a plain writer into ``stats.longest_wait_ms``."""
-
-    def __init__(self, stats: WriterStats) -> None:
-        self._stats = stats
-        self._started = time.perf_counter()
-
-    def end(self) -> None:
-        elapsed = (time.perf_counter() - self._started) * 1000
-        self._stats.longest_wait_ms = max(self._stats.longest_wait_ms, elapsed)
-
-
-def _fail(conn: Connection, stats: WriterStats, exc: sqlite3.Error) -> None:
-    """Count a failed ingestion or enrichment and roll back what it opened; a failing
-    rollback is counted, never raised (a background job logs and goes on)."""
+def _failed(conn: Connection, stats: JobStats, exc: sqlite3.Error) -> None:
+    """Count a failed run and roll back what it opened, as a background job does (log it and
+    go on); a failing rollback is counted, never raised."""
     stats.failed += 1
     stats.errors[error_key(exc)] += 1
     try:
@@ -350,159 +471,200 @@ def _fail(conn: Connection, stats: WriterStats, exc: sqlite3.Error) -> None:
         stats.errors[f"rollback {error_key(rollback_error)}"] += 1
 
 
-def plain_ingest(conn: Connection, rows: Sequence[tuple[str, str, float]], stats: WriterStats) -> None:
-    """Insert *rows* in Python's implicit transaction and commit it."""
-    span = _Span(stats)
-    try:
-        conn.executemany(_INSERT, rows)
-        conn.commit()
-    except sqlite3.Error as exc:
-        _fail(conn, stats, exc)
-    else:
-        stats.committed += 1
-    finally:
-        span.end()
+def _parse(name: str, rng: random.Random, stop: Event) -> Iterator[tuple[str, float, str]]:
+    """The records of file *name*, each after its parsing time; :class:`_Stopped` once the
+    scenario is over."""
+    for _ in range(FILE_ITEMS):
+        if stop.is_set():
+            raise _Stopped
+        time.sleep(IMPORT_SECONDS / FILE_ITEMS)  # parsing one record
+        yield (name, rng.random() * 100, _payload(rng))
 
 
-def plain_enrich(conn: Connection, rng: random.Random, stats: WriterStats) -> None:
-    """Enrich the way typical code does: read rows not enriched yet, compute, then update
-    them; the implicit transaction begins only at the first ``UPDATE``, so another writer
-    may read and process the same rows meanwhile."""
-    span = _Span(stats)
-    try:
-        rows = conn.execute(_SELECT_UNENRICHED, (ENRICH_BATCH,)).fetchall()
-    except sqlite3.Error as exc:
-        _fail(conn, stats, exc)
-        return
-    finally:
-        span.end()
-    if not rows:
-        return
-    scores = [(math.sqrt(value), item_id) for item_id, value in rows]
-    time.sleep(rng.expovariate(1 / ENRICH_SECONDS))  # the enrichment computation
-    span = _Span(stats)
-    try:
-        for score in scores:
-            conn.execute(_UPDATE_ENRICHED, score)
-        conn.commit()
-    except sqlite3.Error as exc:
-        _fail(conn, stats, exc)
-    else:
-        stats.committed += 1
-    finally:
-        span.end()
-
-
-# -- the writer processes: sqlite_resilient ---------------------------------------------------
-
-
-@sqlite_resilient.retry_on_lock
-def resilient_ingest(conn: sqlite_resilient.ResilientConnection, rows: Sequence[tuple[str, str, float]]) -> int:
-    """Insert *rows* in one transaction; a lock error re-runs it. Return how many rows were
-    inserted."""
-    with sqlite_resilient.db_transaction(conn):
-        conn.executemany(_INSERT, rows)
-    return len(rows)
-
-
-@sqlite_resilient.retry_on_lock
-def resilient_enrich(conn: sqlite_resilient.ResilientConnection, rng: random.Random) -> int:
-    """Read rows not enriched yet, compute, and update them in one transaction (no other
-    writer can pick the same rows meanwhile); a lock error re-runs all of it. Return how
-    many rows were enriched."""
-    with sqlite_resilient.db_transaction(conn):
-        rows = conn.execute(_SELECT_UNENRICHED, (ENRICH_BATCH,)).fetchall()
-        if rows:
-            time.sleep(rng.expovariate(1 / ENRICH_SECONDS))  # the enrichment computation
-        for item_id, value in rows:
-            conn.execute(_UPDATE_ENRICHED, (math.sqrt(value), item_id))
-    return len(rows)
-
-
-def _resilient_step(step: Callable[[], int], stats: WriterStats) -> None:
-    """Run one decorated ingestion or enrichment; count it committed (if it wrote rows) or
-    failed (an error that survived the retries)."""
-    try:
-        wrote = step()
-    except sqlite3.Error as exc:
-        stats.failed += 1
-        stats.errors[error_key(exc)] += 1
-    else:
-        stats.committed += wrote > 0
-
-
-def _write_loop(conn: Connection, job: _WriterJob, stats: WriterStats) -> None:
-    """Alternate ingestion and enrichment until ``job.stop`` is set."""
+def _ingestion_loop(conn: Connection, job: _Job, stats: JobStats) -> None:
+    """Import files until ``job.stop`` is set; the file being imported then is rolled back."""
     rng = random.Random(job.index)
-    source = f"writer-{job.index}"
+    number = 0
     while not job.stop.is_set():
-        rows = _new_rows(source, rng, INSERT_BATCH)
-        if isinstance(conn, sqlite_resilient.ResilientConnection):
-            _resilient_step(functools.partial(resilient_ingest, conn, rows), stats)
-            time.sleep(WORK_SECONDS)
-            _resilient_step(functools.partial(resilient_enrich, conn, rng), stats)
+        number += 1
+        name, raw = f"file-{number}", rng.randbytes(FILE_BYTES)
+        try:
+            import_file(conn, name, raw, _parse(name, rng, job.stop))
+        except _Stopped:
+            conn.rollback()
+            return
+        except sqlite3.Error as exc:
+            _failed(conn, stats, exc)
         else:
-            plain_ingest(conn, rows, stats)
-            time.sleep(WORK_SECONDS)
-            plain_enrich(conn, rng, stats)
-        time.sleep(WORK_SECONDS)
+            stats.runs += 1
+        job.stop.wait(IMPORT_PAUSE)  # waiting for the next file
 
 
-def writer_main(job: _WriterJob) -> None:
-    """Entry point of a writer process: connect, report ready, write until told to stop.
+def _enrichment_loop(conn: Connection, job: _Job, stats: JobStats) -> None:
+    """Enrich items until ``job.stop`` is set."""
+    rng = random.Random(1000 + job.index)
+    enrich = _ENRICH[job.scenario]
+    while not job.stop.is_set():
+        try:
+            count = enrich(conn, rng.expovariate(1 / ENRICH_SECONDS))
+        except sqlite3.Error as exc:
+            _failed(conn, stats, exc)
+        else:
+            stats.runs += count > 0
+        job.stop.wait(JOB_PAUSE)
 
-    Never raises: whatever happens, its :class:`WriterStats` go back through the queue, an
+
+def job_main(job: _Job) -> None:
+    """Entry point of a job process: connect, report ready, work until told to stop.
+
+    Never raises: whatever happens, its :class:`JobStats` go back through the queue, an
     unexpected error counted in them. Ctrl-C is left to the main process, which stops the
-    writers through ``job.stop``.
+    jobs through ``job.stop``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stats = WriterStats()
+    stats = JobStats()
     conn: Connection | None = None
     try:
-        conn = open_writer(job.scenario, job.path)
+        conn = _CONNECT[job.scenario](job.path)
         job.messages.put((_READY, job.index, None))
         job.start.wait()
-        _write_loop(conn, job, stats)
-    except Exception as exc:  # a demo writer reports its errors, never crashes
+        if job.kind == _INGESTION:
+            _ingestion_loop(conn, job, stats)
+        else:
+            _enrichment_loop(conn, job, stats)
+    except Exception as exc:  # a demo job reports its errors, never crashes
         stats.failed += 1
-        stats.errors[f"writer stopped: {error_key(exc)}"] += 1
+        stats.errors[f"job stopped: {error_key(exc)}"] += 1
     finally:
         if isinstance(conn, sqlite_resilient.ResilientConnection):
             lock_stats = conn.lock_stats
-            stats.longest_wait_ms = lock_stats.longest_wait * 1000
-            stats.total_wait_ms = lock_stats.total_wait * 1000
             stats.lock_waits, stats.retries, stats.surfaced = lock_stats.waits, lock_stats.retries, lock_stats.surfaced
+            stats.longest_wait_ms = lock_stats.longest_wait * 1000
         if conn is not None:
             conn.close()
         job.messages.put((_DONE, job.index, stats))
+
+
+# -- the dashboard: threads of the main process ----------------------------------------------
+
+
+class _Dashboard:
+    """The dashboard's clients (threads) for one scenario, and what they saw."""
+
+    def __init__(self, path: str, connect: Callable[[str], Connection]) -> None:
+        self.path = path
+        self.connect = connect
+        self.stats = DashboardStats()
+        self.ready = threading.Barrier(DASHBOARD_CLIENTS + 1, timeout=STARTUP_SECONDS)
+        self.go = threading.Event()
+        self.halt = threading.Event()
+        self.started = 0.0
+        """When the scenario started (``time.perf_counter()``), set before :attr:`go`."""
+        self.failures: list[str] = []
+        """Errors of clients that could not connect."""
+
+    def client(self, index: int) -> None:
+        """One client: connect, wait for the start, send requests until :attr:`halt`. An
+        error in connecting is put in :attr:`failures` and breaks :attr:`ready`."""
+        try:
+            conn = self.connect(self.path)
+        except Exception as exc:  # reported by the main thread
+            self.failures.append(error_key(exc))
+            self.ready.abort()
+            return
+        try:
+            try:
+                self.ready.wait()
+            except threading.BrokenBarrierError:
+                return
+            self.go.wait()
+            while not self.halt.is_set():
+                sent = self.stats.in_flight[index] = time.perf_counter()
+                error = None
+                try:
+                    dashboard_request(conn)
+                except sqlite3.Error as exc:  # the page shows an error, or nothing
+                    error = error_key(exc)
+                del self.stats.in_flight[index]
+                latency_ms = (time.perf_counter() - sent) * 1000
+                self.stats.requests.append(Request(sent - self.started, latency_ms, error))
+                self.halt.wait(POLL_SECONDS)
+        finally:
+            conn.close()
+
+    def run(self, seconds: float, jobs: tuple[Callable[[], None], Callable[[], None]], progress: Progress) -> None:
+        """Start the clients, then the jobs (``jobs[0]()``), let them run for *seconds*, and
+        stop both at once (``jobs[1]()``): a client waiting for a job's lock is released
+        when the job stops.
+
+        Raises:
+            DemoError: a client could not connect.
+        """
+        start_jobs, stop_jobs = jobs
+        clients = [
+            threading.Thread(target=self.client, args=(index,), name=f"demo-dashboard-{index}", daemon=True)
+            for index in range(DASHBOARD_CLIENTS)
+        ]
+        try:
+            for client in clients:
+                client.start()
+            try:
+                self.ready.wait()
+            except threading.BrokenBarrierError:
+                reason = self.failures[0] if self.failures else f"not within {STARTUP_SECONDS:g} s"
+                raise DemoError(f"the dashboard's clients could not connect: {reason}") from None
+            self.started = time.perf_counter()
+            start_jobs()
+            self.go.set()
+            while (elapsed := time.perf_counter() - self.started) < seconds:
+                progress.update(elapsed, self.stats)
+                time.sleep(min(PROGRESS_SECONDS, seconds - elapsed))  # the scenario's length, not a synchronisation
+        finally:
+            stop_jobs()
+            self.halt.set()
+            self.go.set()
+            for client in clients:
+                client.join(STARTUP_SECONDS)
 
 
 # -- the main process ------------------------------------------------------------------------
 
 
 class Progress:
-    """A one-line progress bar on a terminal; elsewhere one line per scenario start."""
+    """A one-line progress bar per scenario on a terminal; elsewhere a line at each start and end."""
 
-    WIDTH = 30
+    WIDTH = 24
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, scenarios: int) -> None:
         self._stream = stream
         self._tty = stream.isatty()
+        self._scenarios = scenarios
         self._label = ""
         self._total = 0.0
         self._drawn = -math.inf
 
-    def begin(self, label: str, seconds: float, writers: int) -> None:
-        """Announce a scenario of *seconds* with *writers* writer processes."""
-        self._label, self._total, self._drawn = label, seconds, -math.inf
-        if self._tty:
-            self.update(0.0)
-        else:
-            plural = "es" if writers != 1 else ""
-            self._stream.write(f"demo: running {label} for {seconds:g} s with {writers} writer process{plural}\n")
-            self._stream.flush()
+    def _write(self, text: str) -> None:
+        self._stream.write(text)
+        self._stream.flush()
 
-    def update(self, elapsed: float, *, force: bool = False) -> None:
+    def announce(self, seconds: float, writers: int) -> None:
+        """Say what is about to run and for how long."""
+        workers = f"{writers} enrichment worker{'s' if writers != 1 else ''}"
+        total = self._scenarios * (seconds + SETUP_SECONDS)
+        self._write(
+            f"demo: the same app code (1 ingestion job, {workers}, {DASHBOARD_CLIENTS} dashboard clients) "
+            f"run {self._scenarios} ways, {seconds:g} s each: about {total:.0f} s\n"
+        )
+
+    def begin(self, number: int, label: str, seconds: float) -> None:
+        """Announce scenario *number* (from 1), *label*, of *seconds*."""
+        self._label, self._total, self._drawn = f"[{number}/{self._scenarios}] {label}", seconds, -math.inf
+        if self._tty:
+            self.update(0.0, DashboardStats())
+        else:
+            self._write(f"demo: {self._label}: running for {seconds:g} s\n")
+
+    def update(self, elapsed: float, dashboard: DashboardStats, *, force: bool = False) -> None:
         """Redraw the bar for *elapsed* seconds (at most every ``PROGRESS_SECONDS``)."""
         if not self._tty or (not force and elapsed - self._drawn < PROGRESS_SECONDS):
             return
@@ -510,28 +672,33 @@ class Progress:
         done = min(elapsed / self._total, 1.0) if self._total > 0 else 1.0
         filled = round(done * self.WIDTH)
         bar = "#" * filled + "-" * (self.WIDTH - filled)
-        self._stream.write(f"\r{self._label:<16} [{bar}] {elapsed:4.1f}/{self._total:g} s")
-        self._stream.flush()
+        requests = list(dashboard.requests)  # the clients append meanwhile
+        failed = sum(request.error is not None for request in requests)
+        now = time.perf_counter()
+        waiting = sum(now - sent > WAITING_SECONDS for sent in list(dashboard.in_flight.values()))
+        counts = f"dashboard: {len(requests) - failed} served, {failed} failed, {waiting} waiting"
+        self._write(f"\r{self._label:<26} [{bar}] {min(elapsed, self._total):4.1f}/{self._total:g} s  {counts}\x1b[K")
 
-    def end(self) -> None:
+    def end(self, dashboard: DashboardStats) -> None:
         """Finish the scenario's line."""
         if self._tty:
-            self.update(self._total, force=True)
-            self._stream.write("\n")
-            self._stream.flush()
+            self.update(self._total, dashboard, force=True)
+            self._write("\n")
+        else:
+            self._write(f"demo: {self._label}: done, dashboard: {dashboard.served} served, {dashboard.failed} failed\n")
 
 
 def _receive(
-    messages: Queue[tuple[str, int, WriterStats | None]],
+    messages: Queue[tuple[str, int, JobStats | None]],
     processes: Sequence[SpawnProcess],
     kind: str,
-    done: dict[int, WriterStats],
+    done: dict[int, JobStats],
 ) -> None:
-    """Wait until every writer has sent *kind* (a finished writer counts as ready), recording
-    the stats of finished ones in *done*.
+    """Wait until every job has sent *kind* (a finished job counts as ready), recording the
+    stats of finished ones in *done*.
 
     Raises:
-        DemoError: a writer exited without sending *kind*, or ``STARTUP_SECONDS`` passed.
+        DemoError: a job exited without sending *kind*, or ``STARTUP_SECONDS`` passed.
     """
     seen: set[int] = set(done)
     deadline = time.monotonic() + STARTUP_SECONDS
@@ -540,8 +707,8 @@ def _receive(
         try:
             message, index, stats = messages.get(timeout=PROGRESS_SECONDS)
         except queue.Empty:
-            # A writer found dead at two checks in a row had nothing left in the queue.
-            exited = _check_writers(processes, seen, exited, "start" if kind == _READY else "stop", deadline)
+            # A job found dead at two checks in a row had nothing left in the queue.
+            exited = _check_jobs(processes, seen, exited, "start" if kind == _READY else "stop", deadline)
             continue
         if message == _DONE and stats is not None:
             done[index] = stats
@@ -549,57 +716,29 @@ def _receive(
             seen.add(index)
 
 
-def _check_writers(
+def _check_jobs(
     processes: Sequence[SpawnProcess], seen: set[int], exited: set[int], what: str, deadline: float
 ) -> set[int]:
-    """Raise :class:`DemoError` if writers not *seen* were already found exited, or time is up;
-    return the writers not seen that have exited now."""
+    """Raise :class:`DemoError` if jobs not *seen* were already found exited, or time is up;
+    return the jobs not seen that have exited now."""
     dead = sorted(exited - seen)
     if dead:
         raise DemoError(
-            f"writer process {dead[0]} exited with status {processes[dead[0]].exitcode} before it could {what}"
+            f"job process {dead[0]} exited with status {processes[dead[0]].exitcode} before it could {what}"
         )
     missing = len(processes) - len(seen)
     if time.monotonic() > deadline:
-        raise DemoError(f"{missing} writer process(es) did not {what} within {STARTUP_SECONDS:g} s")
+        raise DemoError(f"{missing} job process(es) did not {what} within {STARTUP_SECONDS:g} s")
     return {index for index, process in enumerate(processes) if index not in seen and process.exitcode is not None}
 
 
-def _panel(conn: Connection, sql: str, errors: Counter[str]) -> int | None:
-    """Run one panel's query; return its number of rows, or ``None`` (the error counted in
-    *errors*) if it failed."""
-    try:
-        return len(conn.execute(sql).fetchall())
-    except sqlite3.Error as exc:
-        errors[error_key(exc)] += 1
-        return None
-
-
-def poll_dashboard(conn: Connection, started: float, errors: Counter[str]) -> Poll:
-    """Run every panel query once, each on its own (a failed panel does not blank the
-    others), and time the whole poll from *started*; errors are counted in *errors*."""
-    polled = time.perf_counter()
-    counts = [_panel(conn, sql, errors) for sql in DASHBOARD_PANELS]
-    latency_ms = (time.perf_counter() - polled) * 1000
-    return Poll(polled - started, latency_ms, counts.count(None), sum(count or 0 for count in counts))
-
-
-def _dashboard(conn: Connection, seconds: float, progress: Progress) -> ReaderStats:
-    """Poll the dashboard for *seconds*."""
-    stats = ReaderStats()
-    started = time.perf_counter()
-    while (now := time.perf_counter()) - started < seconds:
-        progress.update(now - started)
-        stats.polls.append(poll_dashboard(conn, started, stats.errors))
-        time.sleep(POLL_SECONDS)
-    return stats
-
-
 def _stop(processes: Sequence[SpawnProcess], start: Event, stop: Event) -> None:
-    """Tell writers to stop and wait for them; terminate any that do not exit."""
+    """Tell jobs to stop and wait for them; terminate any that do not exit."""
     stop.set()
     start.set()
     for process in processes:
+        if process.pid is None:  # never started
+            continue
         process.join(STARTUP_SECONDS)
         if process.is_alive():
             process.terminate()
@@ -607,149 +746,211 @@ def _stop(processes: Sequence[SpawnProcess], start: Event, stop: Event) -> None:
 
 
 def run_scenario(scenario: str, seconds: float, writers: int, directory: str, progress: Progress) -> ScenarioResult:
-    """Run *scenario* on a fresh database in *directory*: *writers* writer processes and
-    the dashboard in this process, for *seconds*; then audit the database."""
+    """Run *scenario* on a fresh database in *directory*: the ingestion job and *writers*
+    enrichment workers (processes) and the dashboard's clients (threads), for *seconds*;
+    then audit the database."""
     path = os.path.join(directory, "items.db")
     create_database(scenario, path)
     context = multiprocessing.get_context("spawn")
-    messages: Queue[tuple[str, int, WriterStats | None]] = context.Queue()
+    messages: Queue[tuple[str, int, JobStats | None]] = context.Queue()
     start, stop = context.Event(), context.Event()
+    kinds = [_INGESTION] + [_ENRICHMENT] * writers
     processes = [
         context.Process(
-            target=writer_main,
-            args=(_WriterJob(scenario, path, index, messages, start, stop),),
-            name=f"demo-writer-{index}",
+            target=job_main,
+            args=(_Job(scenario, kind, path, index, messages, start, stop),),
+            name=f"demo-{kind}-{index}",
             daemon=True,
         )
-        for index in range(writers)
+        for index, kind in enumerate(kinds)
     ]
-    done: dict[int, WriterStats] = {}
-    progress.begin(scenario, seconds, writers)
+    done: dict[int, JobStats] = {}
     try:
         for process in processes:
             process.start()
         _receive(messages, processes, _READY, done)
-        conn = open_dashboard(scenario, path)
-        try:
-            start.set()
-            reader = _dashboard(conn, seconds, progress)
-        finally:
-            stop.set()
-            conn.close()
+        dashboard = _Dashboard(path, _CONNECT[scenario])
+        dashboard.run(seconds, (start.set, stop.set), progress)
         _receive(messages, processes, _DONE, done)
     finally:
         _stop(processes, start, stop)
-        progress.end()
-    total = WriterStats()
-    for stats in done.values():
-        total.add(stats)
-    return ScenarioResult(scenario, reader, total, audit(path))
+    result = ScenarioResult(scenario, dashboard.stats, audit=audit(path))
+    for index, stats in done.items():
+        (result.ingestion if kinds[index] == _INGESTION else result.enrichment).add(stats)
+    return result
 
 
 # -- the report ------------------------------------------------------------------------------
 
-_COLUMNS: tuple[tuple[str, str, Callable[[ScenarioResult], str]], ...] = (
-    ("dashboard", "polls", lambda r: str(len(r.reader.polls))),
-    ("dashboard", "failed reads", lambda r: str(r.reader.failed_reads)),
-    ("dashboard", "empty", lambda r: str(r.reader.empty)),
-    ("rows processed", "twice", lambda r: str(r.audit.processed_twice)),
-    ("read p99", "ms", lambda r: f"{percentile(r.reader.latencies_ms, 99):.1f}"),
-    ("longest write", "wait ms", lambda r: f"{r.writers.longest_wait_ms:.1f}"),
-    ("writes", "committed", lambda r: str(r.writers.committed)),
-    ("writes", "failed", lambda r: str(r.writers.failed)),
+
+class Column(NamedTuple):
+    """A column of the table, and a panel of the plot."""
+
+    group: str
+    label: tuple[str, str]
+    better: str
+    """Which way is better: ``"more"``, ``"fewer"`` or ``"lower"``."""
+    value: Callable[[ScenarioResult], float]
+    fmt: str = "{:.0f}"
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("jobs", ("items", "ingested"), "more", lambda r: r.audit.ingested),
+    Column("jobs", ("items", "enriched"), "more", lambda r: r.audit.enriched),
+    Column("jobs", ("processed", "twice"), "fewer", lambda r: r.audit.processed_twice),
+    Column("jobs", ("runs", "failed"), "fewer", lambda r: r.jobs_failed),
+    Column("dashboard", ("requests", "served"), "more", lambda r: r.dashboard.served),
+    Column("dashboard", ("requests", "failed"), "fewer", lambda r: r.dashboard.failed),
+    Column("dashboard", ("slowest", "ms"), "lower", lambda r: r.dashboard.slowest_ms),
 )
-"""The table's columns after the scenario name: group title, label, cell."""
+"""The table's columns after the scenario name, in order; the plot's panels."""
 _GAP = "  "
 
 
+def _group_titles(writers: int) -> dict[str, str]:
+    workers = f"{writers} enrichment worker{'s' if writers != 1 else ''}"
+    return {"jobs": f"jobs: 1 ingestion, {workers}", "dashboard": f"dashboard: {DASHBOARD_CLIENTS} clients"}
+
+
 def _groups() -> list[tuple[str, int, int]]:
-    """The column groups as (title, first, last) indexes into a row (the name is index 0)."""
+    """The column groups as (group, first, last) indexes into a row (the name is index 0)."""
     groups: list[tuple[str, int, int]] = []
-    for index, (title, _, _) in enumerate(_COLUMNS, start=1):
-        if groups and groups[-1][0] == title:
-            groups[-1] = (title, groups[-1][1], index)
+    for index, column in enumerate(COLUMNS, start=1):
+        if groups and groups[-1][0] == column.group:
+            groups[-1] = (column.group, groups[-1][1], index)
         else:
-            groups.append((title, index, index))
+            groups.append((column.group, index, index))
     return groups
 
 
-def format_table(results: Sequence[ScenarioResult]) -> str:
-    """The comparison table: one row per scenario under a two-line header, numbers right-aligned."""
-    labels = ["scenario", *(label for _, label, _ in _COLUMNS)]
-    rows = [[result.name, *(cell(result) for _, _, cell in _COLUMNS)] for result in results]
-    widths = [max(len(row[i]) for row in (labels, *rows)) for i in range(len(labels))]
+def _cell(column: Column, result: ScenarioResult) -> str:
+    return column.fmt.format(column.value(result))
+
+
+def format_table(results: Sequence[ScenarioResult], writers: int = DEFAULT_WRITERS) -> str:
+    """The comparison table: one row per scenario under a header of group titles, column
+    labels and which way is better; numbers right-aligned."""
+    titles = _group_titles(writers)
+    header = [
+        ["", *(column.label[0] for column in COLUMNS)],
+        ["scenario", *(column.label[1] for column in COLUMNS)],
+        ["better if", *(column.better for column in COLUMNS)],
+    ]
+    rows = [
+        [f"{number} {result.name}", *(_cell(c, result) for c in COLUMNS)] for number, result in enumerate(results, 1)
+    ]
+    widths = [max(len(row[i]) for row in (*header, *rows)) for i in range(len(COLUMNS) + 1)]
 
     def span(first: int, last: int) -> int:
         return sum(widths[first : last + 1]) + len(_GAP) * (last - first)
 
-    for title, first, last in _groups():  # widen a group's columns evenly to fit its title
-        for extra in range(len(title) - span(first, last)):
+    for group, first, last in _groups():  # widen a group's columns evenly to fit its title
+        for extra in range(len(titles[group]) - span(first, last)):
             widths[first + extra % (last - first + 1)] += 1
 
     def line(cells: Sequence[str]) -> str:
         name, *numbers = cells
-        return _GAP.join([name.ljust(widths[0]), *(c.rjust(w) for c, w in zip(numbers, widths[1:]))])
+        return _GAP.join([name.ljust(widths[0]), *(c.rjust(w) for c, w in zip(numbers, widths[1:]))]).rstrip()
 
-    def title_cell(title: str, first: int, last: int) -> str:  # one column: over its numbers
-        width = span(first, last)
-        return title.rjust(width) if first == last else title.center(width)
-
-    titles = _GAP.join([" " * widths[0], *(title_cell(*group) for group in _groups())])
+    group_line = _GAP.join([" " * widths[0], *(titles[group].center(span(*ends)) for group, *ends in _groups())])
     rule = _GAP.join("-" * width for width in widths)
-    return "\n".join([titles.rstrip(), line(labels), rule, *(line(row) for row in rows)])
+    return "\n".join([group_line.rstrip(), *(line(cells) for cells in header), rule, *(line(row) for row in rows)])
 
 
 def _errors_text(counter: Counter[str]) -> str:
-    return ", ".join(f"{name} x{count}" for name, count in counter.most_common()) or "none"
+    return ", ".join(f"{name} x{count}" if count > 1 else name for name, count in counter.most_common())
 
 
-def _outcome_note(result: ScenarioResult) -> str:
-    audit, writers = result.audit, result.writers
-    text = (
-        f"{result.name}: {audit.rows - SEED_ROWS} rows ingested, {audit.enriched} enriched by "
-        f"{audit.enrichments} enrichments; read errors: {_errors_text(result.reader.errors)}; "
-        f"write errors: {_errors_text(writers.errors)}"
-    )
-    if result.name == RESILIENT:
-        text += (
-            f"; lock_stats: {writers.lock_waits} waits ({writers.total_wait_ms / 1000:.2f} s in all), "
-            f"{writers.retries} retries, {writers.surfaced} lock errors surfaced"
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+_WHY = {
+    "a": (
+        f"A file ({FILE_BYTES / 1e6:g} MB) is larger than SQLite's default page cache (2 MB), so SQLite writes it to "
+        "the database file before COMMIT; in the rollback journal that takes the exclusive lock, and every reader "
+        f"(and every other writer) waits for the COMMIT, ~{IMPORT_SECONDS:g} s later: longer than the "
+        f"{PLAIN_TIMEOUT:g} s timeout. In WAL, readers read the last commit meanwhile, and writers wait within "
+        "their longer timeout."
+    ),
+    "b": (
+        "Python begins the transaction at the enrichment's first UPDATE, not at its SELECT: two workers read the "
+        "same items before either writes them. db_transaction (BEGIN IMMEDIATE) begins it before the SELECT: the "
+        "second worker waits for the first, then reads what is left."
+    ),
+}
+"""Why things went wrong, referred to as [a] and [b] by the verdicts."""
+
+
+def _verdict(result: ScenarioResult, results: Sequence[ScenarioResult]) -> tuple[str, set[str]]:
+    """What went wrong in *result*, with the numbers, in one sentence; and the keys of
+    :data:`_WHY` it refers to."""
+    dashboard, problems, why = result.dashboard, [], set()
+    locked_out = " [a]" if result.name == PLAIN else ""
+    if dashboard.failed:
+        problems.append(
+            f"the dashboard failed {_times(dashboard.failed)} ({_errors_text(dashboard.errors)}, after waiting up "
+            f"to {dashboard.slowest_ms / 1000:.1f} s){locked_out}"
         )
-    return text + "."
+    elif dashboard.slowest_ms >= SLOW_REQUEST_MS:
+        problems.append(f"the dashboard froze for up to {dashboard.slowest_ms / 1000:.1f} s{locked_out}")
+    if result.jobs_failed:
+        errors = _errors_text(result.ingestion.errors + result.enrichment.errors)
+        problems.append(f"{result.jobs_failed} job runs failed ({errors}){locked_out}")
+    if locked_out and problems:
+        why.add("a")
+    if result.audit.processed_twice:
+        problems.append(f"{result.audit.processed_twice} items were processed twice [b]")
+        why.add("b")
+    text = "; ".join(problems) if problems else "nothing failed, and no item was processed twice"
+    others = [other.audit.enriched for other in results if other is not result]
+    if not result.audit.processed_twice and others and result.audit.enriched < max(others):
+        text += (
+            f"; fewer items enriched than the best ({max(others)}): a worker keeps the write lock during its work, "
+            "which is what keeps the other from taking the same items"
+        )
+    if result.name in (RESILIENT, RESILIENT_TRANSACTION):
+        jobs = JobStats()
+        jobs.add(result.ingestion)
+        jobs.add(result.enrichment)
+        text += (
+            f"; lock errors that reached the app: {jobs.surfaced} (lock_stats: {jobs.lock_waits} waits, the longest "
+            f"{jobs.longest_wait_ms / 1000:.1f} s, behind a file import; {jobs.retries} retries)"
+        )
+    return f"{text}.", why
 
 
 def format_report(results: Sequence[ScenarioResult], seconds: float, writers: int) -> str:
-    """The table and the footer lines that say how it was measured."""
-    budget = sqlite_resilient.DEFAULT_SETTINGS.timeout
-    notes = [
-        f"Each scenario: a fresh database with {SEED_ROWS} rows, {seconds:g} s, {writers} writer "
-        f"process{'es' if writers != 1 else ''} and a dashboard in the main process. Writers alternate "
-        f"ingestion ({INSERT_BATCH}-row insert transactions) and enrichment (read {ENRICH_BATCH} rows not "
-        f"enriched yet, ~{ENRICH_SECONDS * 1000:g} ms of work, update them).",
-        f"{PLAIN}: stdlib defaults (rollback journal, implicit deferred transactions), plain sqlite3 with a "
-        f"{REQUEST_TIMEOUT:g} s timeout, as a web request would use, for writers and dashboard alike; "
-        "enrichment as typical code writes it: SELECT, work, then UPDATE (the implicit transaction begins "
-        "there) and commit().",
-        f"{RESILIENT}: writers use its defaults (WAL, {budget:g} s lock-wait budget: a background job can "
-        "afford to wait), each ingestion and enrichment in db_transaction (BEGIN IMMEDIATE: the SELECT and "
-        "the UPDATE in one transaction) inside a @retry_on_lock function; the dashboard uses read_only=True "
-        f"with the same {REQUEST_TIMEOUT:g} s budget as plain.",
-        f"dashboard: a poll runs its {len(DASHBOARD_PANELS)} panel queries (latest items, enrichment progress), "
-        "each on its own; failed reads counts panel queries that raised an error; empty counts polls with "
-        "nothing to show, every panel failed or returned no row (the database is never empty, so a poll "
-        "that worked has rows). Read p99 is over whole polls, failed ones included.",
-        "rows processed twice: rows whose enrich_count (incremented by every enrichment) is above 1, "
-        "counted by a query once the writers have stopped.",
-        f"longest write wait: {PLAIN}: the longest time a writer spent in one span of SQLite calls, an "
-        "enrichment's SELECT or a transaction's writes from its first statement to COMMIT or failure (its "
-        f"work is outside); {RESILIENT}: the largest lock_stats.longest_wait of the writers, their queueing "
-        "for the write lock included: a writer waits for the whole transaction of the one before it, an "
-        "enrichment's work included, which is what keeps two writers from processing the same rows.",
-        "writes: ingestion and enrichment transactions committed, and ingestions and enrichments failed.",
-    ]
-    notes.extend(_outcome_note(result) for result in results)
-    wrapped = [textwrap.fill(note, width=100, subsequent_indent="  ") for note in notes]
-    return "\n".join([format_table(results), "", *wrapped]) + "\n"
+    """The table; for each scenario, what it changes in the code and what went wrong; why;
+    and how it was measured."""
+    lines = [format_table(results, writers), ""]
+    why: set[str] = set()
+    width = max(len(f"{number} {result.name}") for number, result in enumerate(results, 1))
+    for number, result in enumerate(results, 1):
+        verdict, reasons = _verdict(result, results)
+        why |= reasons
+        name = f"{number} {result.name}"
+        code = textwrap.fill(_CODE.get(result.name, ""), width=100 - width - 2, subsequent_indent=" " * (width + 2))
+        lines.append(f"{name.ljust(width)}  {code}")
+        lines.append(textwrap.fill(verdict, width=100, initial_indent="  -> ", subsequent_indent="     "))
+    if why:
+        lines.append("")
+        lines.extend(textwrap.fill(f"[{key}] {_WHY[key]}", width=100, subsequent_indent="    ") for key in sorted(why))
+    workers = f"{writers} enrichment worker{'s' if writers != 1 else ''}"
+    notes = (
+        f"How: the same app code in every scenario, {seconds:g} s each, on a fresh database with {BACKLOG_ITEMS} "
+        f"items to enrich. An ingestion job imports files ({FILE_BYTES / 1e6:g} MB and {FILE_ITEMS} items each, "
+        f"~{IMPORT_SECONDS:g} s of parsing, one transaction per file); {workers} read {ENRICH_BATCH} items, work "
+        f"~{ENRICH_SECONDS * 1000:g} ms and write them back; {DASHBOARD_CLIENTS} dashboard clients request the "
+        f"latest items and the progress, one request after the other, {POLL_SECONDS * 1000:g} ms apart.",
+        "Items ingested and enriched: committed, counted in the database at the end. Processed twice: items whose "
+        "enrich_count, incremented by every enrichment, is above 1. Runs failed: file imports and enrichments "
+        "that raised an error (the job logs it and goes on). Requests failed: the user sees an error or an empty "
+        "page; slowest: failed requests included.",
+    )
+    lines.append("")
+    lines.extend(textwrap.fill(note, width=100) for note in notes)
+    return "\n".join(lines) + "\n"
 
 
 # -- the plot --------------------------------------------------------------------------------
@@ -768,40 +969,60 @@ def check_plotting() -> None:
         raise PlotUnavailableError(f"--plot needs matplotlib, which cannot be imported ({exc}): {PLOT_EXTRA}") from exc
 
 
-_COLOURS = {PLAIN: "tab:orange", RESILIENT: "tab:blue"}
-_COUNTS: tuple[tuple[str, Callable[[ScenarioResult], float]], ...] = (
-    ("failed\nreads", lambda r: r.reader.failed_reads),
-    ("empty\ndashboards", lambda r: r.reader.empty),
-    ("rows processed\ntwice", lambda r: r.audit.processed_twice),
-    ("failed\nwrites", lambda r: r.writers.failed),
-)
-_MILLISECONDS: tuple[tuple[str, Callable[[ScenarioResult], float]], ...] = (
-    ("read p99", lambda r: percentile(r.reader.latencies_ms, 99)),
-    ("longest\nwrite wait", lambda r: r.writers.longest_wait_ms),
-)
+_COLOURS = {
+    PLAIN: "tab:red",
+    HANDROLLED_WAL: "tab:orange",
+    RESILIENT: "tab:cyan",
+    RESILIENT_TRANSACTION: "tab:blue",
+}
 
 
-def _bars(
-    axes: Any,
-    results: Sequence[ScenarioResult],
-    metrics: Sequence[tuple[str, Callable[[ScenarioResult], float]]],
-    fmt: str,
-) -> None:
-    """Grouped bars: one group per metric, one bar per scenario, each labelled with its value."""
-    width = 0.8 / max(len(results), 1)
-    for number, result in enumerate(results):
-        offsets = [index + (number - (len(results) - 1) / 2) * width for index in range(len(metrics))]
-        values = [metric(result) for _, metric in metrics]
-        bars = axes.bar(offsets, values, width, label=result.name, color=_COLOURS.get(result.name))
-        axes.bar_label(bars, labels=[fmt.format(value) for value in values], fontsize=8, padding=2)
-    axes.set_xticks(range(len(metrics)))
-    axes.set_xticklabels([name for name, _ in metrics], fontsize=8)
-    axes.margins(y=0.15)
+def _panel(axes: Any, results: Sequence[ScenarioResult], column: Column) -> None:
+    """One column of the table as horizontal bars on its own scale, every bar labelled with
+    its value (so a 0, 1 or 2 shows beside a 900), the direction in the title."""
+    names = [f"{number} {result.name}" for number, result in enumerate(results, 1)]
+    values = [column.value(result) for result in results]
+    positions = list(range(len(results)))
+    bars = axes.barh(positions, values, color=[_COLOURS.get(result.name, "tab:gray") for result in results])
+    axes.bar_label(bars, labels=[column.fmt.format(value) for value in values], fontsize=9, padding=3)
+    axes.set_yticks(positions)
+    axes.set_yticklabels(names, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlim(0, max([*values, 1]) * 1.3)
+    axes.tick_params(axis="x", labelsize=7)
+    axes.set_title(f"{' '.join(column.label)} ({column.better} is better)", fontsize=10)
+
+
+def _timeline(axes: Any, results: Sequence[ScenarioResult]) -> None:
+    """The dashboard's requests served per second over time, one line per scenario (a stall
+    shows as a drop to 0), failed requests marked where they ended."""
+    ends = [[r.at + r.latency_ms / 1000 for r in result.dashboard.requests] for result in results]
+    last = max((max(times, default=0.0) for times in ends), default=0.0)
+    bins = max(math.ceil(last / TIMELINE_BIN_SECONDS), 1)
+    edges = [index * TIMELINE_BIN_SECONDS for index in range(bins + 1)]
+    for number, (result, times) in enumerate(zip(results, ends), 1):
+        colour = _COLOURS.get(result.name, "tab:gray")
+        served = [0] * bins
+        for request, end in zip(result.dashboard.requests, times):
+            if request.error is None:
+                served[min(int(end / TIMELINE_BIN_SECONDS), bins - 1)] += 1
+        rates = [count / TIMELINE_BIN_SECONDS for count in served]
+        axes.step(edges, [*rates, rates[-1]], where="post", color=colour, label=f"{number} {result.name}")
+        failed = [end for request, end in zip(result.dashboard.requests, times) if request.error is not None]
+        if failed:
+            axes.plot(failed, [0] * len(failed), "x", ms=10, mew=2, color=colour, clip_on=False)
+    if any(result.dashboard.failed for result in results):
+        axes.plot([], [], "x", ms=10, mew=2, color="black", label="failed request")
+    axes.set(xlabel="seconds into the scenario", ylabel="requests served per second")
+    axes.set_ylim(bottom=0)
+    axes.set_title("dashboard over time (more is better)", fontsize=10)
+    axes.legend(fontsize=7, loc="center right")
 
 
 def write_plot(results: Sequence[ScenarioResult], path: str) -> None:
-    """Write a PNG comparing the scenarios to *path*: the dashboard's poll latency over time
-    (empty dashboards marked), and bars of the table's counts and milliseconds.
+    """Write a PNG comparing the scenarios to *path*: the dashboard's requests served per
+    second over time (failed requests marked), and one panel per column of the table, each on
+    its own scale with its bars labelled.
 
     Raises:
         PlotUnavailableError: matplotlib cannot be imported.
@@ -810,27 +1031,15 @@ def write_plot(results: Sequence[ScenarioResult], path: str) -> None:
     check_plotting()
     figure_module: Any = importlib.import_module("matplotlib.figure")
     agg: Any = importlib.import_module("matplotlib.backends.backend_agg")
-    figure = figure_module.Figure(figsize=(14, 4.5), layout="constrained")
+    figure = figure_module.Figure(figsize=(16, 7.5), layout="constrained")
     agg.FigureCanvasAgg(figure)
-    timeline, counts, milliseconds = figure.subplots(1, 3, gridspec_kw={"width_ratios": (2.2, 1.6, 1)})
-    for result in results:
-        polls = result.reader.polls
-        colour = _COLOURS.get(result.name)
-        timeline.plot([p.at for p in polls], [p.latency_ms for p in polls], ".", ms=3, color=colour, label=result.name)
-        empty = [p for p in polls if p.empty]
-        if empty:
-            timeline.plot([p.at for p in empty], [p.latency_ms for p in empty], "x", ms=7, color="tab:red")
-    if any(result.reader.empty for result in results):
-        timeline.plot([], [], "x", color="tab:red", label="empty dashboard")
-    timeline.set(yscale="log", xlabel="seconds into the scenario", ylabel="poll latency (ms)")
-    timeline.set_title("Dashboard polls while writers run", fontsize=10)
-    timeline.legend(fontsize=8, loc="best")
-    _bars(counts, results, _COUNTS, "{:g}")
-    counts.set_title("Counts", fontsize=10)
-    counts.legend(fontsize=8)
-    _bars(milliseconds, results, _MILLISECONDS, "{:.0f}")
-    milliseconds.set_title("Milliseconds", fontsize=10)
-    figure.suptitle("sqlite-resilient demo: a dashboard during ingestion")
+    axes = figure.subplots(2, 4).flatten()
+    _timeline(axes[0], results)
+    for panel, column in zip(axes[1:], COLUMNS):
+        _panel(panel, results, column)
+    for unused in axes[1 + len(COLUMNS) :]:
+        unused.set_axis_off()
+    figure.suptitle(f"sqlite-resilient demo: the same app code, run {len(results)} ways")
     figure.savefig(path, format="png", dpi=100)
 
 
@@ -843,12 +1052,12 @@ def run_demo(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> list[ScenarioResult]:
-    """Run both scenarios, each on a fresh database in a temporary directory, print the
+    """Run every scenario, each on a fresh database in a temporary directory, print the
     report and, if asked, write the plot.
 
     Args:
         seconds: How long each scenario runs.
-        writers: How many writer processes each scenario starts.
+        writers: How many enrichment workers each scenario starts.
         directory: Where the temporary directory is made; default the system's.
         plot: Where to write a PNG comparing the scenarios (see :func:`write_plot`).
         out: Where the report goes; default ``sys.stdout``.
@@ -860,20 +1069,23 @@ def run_demo(
     Raises:
         PlotUnavailableError: *plot* is given but matplotlib cannot be imported (raised
             before any scenario runs).
-        DemoError: writer processes did not start or stop in time, or the plot could not
+        DemoError: job processes did not start or stop in time, or the plot could not
             be written.
     """
     if plot is not None:
         check_plotting()
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    progress = Progress(err)
+    progress = Progress(err, len(SCENARIOS))
+    progress.announce(seconds, writers)
     results = []
     with tempfile.TemporaryDirectory(prefix="sqlite-resilient-demo-", dir=directory) as tmp:
-        for number, scenario in enumerate(SCENARIOS):
-            scenario_dir = os.path.join(tmp, f"{number}-{scenario.replace(' ', '-')}")
+        for number, scenario in enumerate(SCENARIOS, 1):
+            scenario_dir = os.path.join(tmp, str(number))
             os.mkdir(scenario_dir)
+            progress.begin(number, scenario, seconds)
             results.append(run_scenario(scenario, seconds, writers, scenario_dir, progress))
+            progress.end(results[-1].dashboard)
     out.write(format_report(results, seconds, writers))
     out.flush()
     if plot is not None:
