@@ -359,3 +359,15 @@ def hook() -> Iterator[Recorder]:
         yield recorder
     finally:
         instrumentation.set_hooks(None)
+
+
+def run_module(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run ``python -W error -m sqlite_resilient *args`` (the command line, as a user runs
+    it) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-m", "sqlite_resilient", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -3,26 +3,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from conftest import run_module
 
 import sqlite_resilient
 from sqlite_resilient.cli import main
-
-SUBPROCESS_TIMEOUT = 60
-
-
-def run_module(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -W error -m sqlite_resilient *args`` and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-W", "error", "-m", "sqlite_resilient", *args],
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
 
 
 @pytest.mark.timeout(30)

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import run_module
 
 from sqlite_resilient import _demo
 from sqlite_resilient.cli import main
@@ -24,17 +25,6 @@ COLUMNS = ["ingested", "enriched", "twice", "runs failed", "served", "requests f
 """The demo table's columns after the scenario name, as the tests name them."""
 LOCKED = "OperationalError: database is locked"
 MATPLOTLIB_MISSING = "matplotlib is not importable (pip install 'sqlite_resilient[bench]')"
-
-
-def run_module(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -W error -m sqlite_resilient *args`` and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-W", "error", "-m", "sqlite_resilient", *args],
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
 
 
 def row_name(number: int, scenario: str) -> str:
