@@ -1,4 +1,6 @@
-"""Connections used in a child after ``fork()`` raise :class:`ForkedConnectionError`.
+"""Connections to a database file used in a child after ``fork()`` raise
+:class:`ForkedConnectionError` (closing them is allowed, and does nothing). An in-memory
+database has no file and no lock: the child has its own copy and uses it.
 
 SQLite forbids carrying an open connection across ``fork()``
 (https://www.sqlite.org/howtocorrupt.html#_carrying_an_open_database_connection_across_a_fork_);
@@ -38,10 +40,15 @@ def guard_fetches(cursor_class: type[sqlite3.Cursor]) -> None:
 
 
 class _ForkedConnection:
-    """Stands in for a connection inherited through ``fork()``: every use raises."""
+    """Stands in for a connection inherited through ``fork()``: every use raises, but
+    ``close()``, which code that tidies up after ``fork()`` calls: it does nothing (the
+    inherited handle is kept open, unused)."""
 
     def __init__(self, parent: int) -> None:
         self._parent = parent
+
+    def close(self) -> None:
+        pass
 
     def __getattr__(self, name: str) -> NoReturn:
         if name.startswith("__"):  # protocol lookups (wrapt's, copy's, ...) find nothing
@@ -67,9 +74,11 @@ def _after_fork_in_child() -> None:
     inherited = list(_live)
     _live.clear()
     for connection in inherited:
+        dispatcher = dispatcher_of(connection)
+        if dispatcher is not None and dispatcher.database_path is None:
+            continue  # in memory: no file, no lock; the child has its own copy
         # Closing the inherited connection here could disturb the parent's locks and WAL
         # files, so it is kept, unused, for the life of the child.
-        dispatcher = dispatcher_of(connection)
         stand_in: Any = _ForkedConnection(parent)
         _inherited.append(connection.__wrapped__)  # type: ignore[attr-defined]
         connection.__wrapped__ = stand_in  # type: ignore[attr-defined]

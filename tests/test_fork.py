@@ -121,6 +121,44 @@ def test_inherited_connection_raises_in_child(tmp_path: Path) -> None:
         assert conn.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,), (4,)]
 
 
+def test_an_inherited_in_memory_connection_keeps_working_in_the_child() -> None:
+    """An in-memory database has no file, no lock and no WAL: ``fork()`` gives the child
+    its own copy, which it may use (Django's parallel test runner relies on that). The
+    child's changes stay in the child."""
+    conn = sqlite_resilient.connect(":memory:")
+    with contextlib.closing(conn):
+        conn.executescript("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+
+        def child() -> dict[str, Any]:
+            conn.execute("INSERT INTO t VALUES (2)")
+            conn.commit()
+            return {"rows": conn.execute("SELECT x FROM t ORDER BY x").fetchall()}
+
+        assert run_in_child(child) == {"rows": [[1], [2]]}
+        assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+
+
+def test_closing_an_inherited_connection_in_the_child_is_allowed_and_harmless(tmp_path: Path) -> None:
+    """``close()`` of an inherited connection in a forked child succeeds, as code that
+    tidies up after ``fork()`` expects (Django's parallel test runner does): the child drops
+    its copy without closing SQLite's handle, which could checkpoint or delete the parent's
+    WAL; any later use raises ForkedConnectionError. The parent's connection keeps working,
+    its WAL file still there."""
+    conn = make_database(tmp_path / "app.db")
+    with contextlib.closing(conn):
+
+        def child() -> dict[str, Any]:
+            return {"close": describe(conn.close), "after": describe(lambda: conn.execute("SELECT 1"))}
+
+        report = run_in_child(child)
+        assert report["close"] == {"returned": "None"}
+        assert report["after"]["forked_error"], report
+        assert (tmp_path / "app.db-wal").exists()
+        conn.execute("INSERT INTO t VALUES (3)")
+        conn.commit()
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
 def test_inherited_connection_raises_in_child_mid_transaction(tmp_path: Path) -> None:
     """A connection forked while it holds an open write transaction raises in the child
     (``rollback`` too), and the parent can still commit that transaction afterwards."""

@@ -28,7 +28,6 @@ write lock first."""
 class DatabaseWrapper(base.DatabaseWrapper):  # type: ignore[misc]  # Django has no type hints
     """Django's SQLite wrapper, connecting through :func:`sqlite_resilient.connect`."""
 
-    display_name = "SQLite (sqlite_resilient)"
     transaction_mode: str | None
 
     def get_connection_params(self) -> dict[str, Any]:
