@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
@@ -107,3 +109,24 @@ def test_fairness_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
     results = json.loads(report.read_text())["results"]
     assert [row["strategy"] for row in results] == strategies
     assert all(row["short_failures"] == 0 and row["ingestion_commits"] > 0 for row in results)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gunicorn") is None, reason="needs gunicorn (extras bench, test)")
+def test_server_benchmark_runs_and_the_library_fails_no_request(tmp_path: Path) -> None:
+    """``benchmarks/server.py`` serves the dashboard API from real gunicorn worker processes
+    for each scenario briefly, prints one row for each, and in the library's scenario no
+    request failed, every POST answered 200 is in the database, and no item was processed
+    twice (guarantees; the other scenarios' numbers are the table's business)."""
+    report = tmp_path / "server.json"
+    result = run_script(
+        "server.py", "--seconds", "1", "--workers", "2", "--clients", "2", "--rate", "10", "--json", str(report)
+    )
+    rows = {row["name"]: row for row in json.loads(report.read_text())}
+    assert list(rows) == ["plain", "wal", "resilient"]
+    for label in ("plain sqlite3", "hand-rolled WAL", "sqlite_resilient"):
+        assert any(line.startswith(label) for line in result.stdout.splitlines()), result.stdout
+    resilient = rows["resilient"]
+    assert resilient["requests"] == 2 * 10
+    assert resilient["failed"] == {}
+    assert resilient["events_committed"] == resilient["writes_ok"]
+    assert resilient["processed_twice"] == 0
