@@ -12,8 +12,8 @@ PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14"]
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Install the project with its test extra and run pytest (the slow packaging test runs
-    once, in ``make test``)."""
+    """Install the project with its test extra and run pytest (the packaging test and the
+    tests marked ``once``, which do not depend on the interpreter, run in ``make test``)."""
     session.install("-e", ".[test]")
     session.run(
         "python",
@@ -23,7 +23,7 @@ def tests(session: nox.Session) -> None:
         "-p",
         "no:cacheprovider",
         "-m",
-        "not packaging",
+        "not packaging and not once",
         *session.posargs,
         success_codes=[0],
     )

@@ -1,4 +1,5 @@
-"""The benchmark scripts run and print their table (their numbers are never asserted)."""
+"""The benchmark scripts run and print their table (their numbers are never asserted).
+Marked ``once``: ``make test`` runs them, the other interpreters' sessions do not."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.once  # the scripts' short runs: once, in make test
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
