@@ -157,8 +157,10 @@ def run_incrementers(path: Path, mode: str) -> list[dict[str, Any]]:
 def test_writer_processes_lose_no_increment(db: Path, mode: str) -> None:
     """4 processes x 150 read-modify-write increments through ``@retry_on_lock`` and
     ``db_transaction``: the counter ends exactly at 600 and no exception reached a worker.
-    In deferred mode the writers really collide (``SQLITE_BUSY_SNAPSHOT`` included) and
-    the decorator re-runs the reads with the writes."""
+    In deferred mode the writers really collide and the decorator re-runs the reads with
+    the writes. (Which lock error a collision raises, ``SQLITE_BUSY`` or
+    ``SQLITE_BUSY_SNAPSHOT``, depends on the scheduling: the snapshot case is proven
+    deterministically by ``test_busy_snapshot_reruns_the_whole_function``.)"""
     reports = run_incrementers(db, mode)
     assert [report["errors"] for report in reports] == [[]] * PROCESSES
     assert [report["done"] for report in reports] == [INCREMENTS] * PROCESSES
@@ -166,8 +168,6 @@ def test_writer_processes_lose_no_increment(db: Path, mode: str) -> None:
     if mode == "deferred":
         retried = [name for report in reports for name in report["retries"]]
         assert retried, "the deferred writers never collided"
-        if HAS_ERROR_CODES:
-            assert "SQLITE_BUSY_SNAPSHOT" in retried
 
 
 def test_plain_sqlite3_writer_processes_fail_increments(db: Path) -> None:
