@@ -26,7 +26,6 @@ import os
 import shlex
 import sqlite3
 import stat
-import struct
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from typing import Any, Literal
 
 from ._connection import connect
 from ._errors import is_lock_error
+from ._gate import FLOCK, ofd_lock
 from ._journal import FileSystem, filesystem_of, is_wal_file, wal_blocker, wal_content_bytes
 from ._settings import DEFAULT_SETTINGS, Settings
 from ._uri import to_uri
@@ -70,8 +70,6 @@ _PENDING_BYTE = 0x40000000
 _RESERVED_BYTE = _PENDING_BYTE + 1
 _SHARED_FIRST, _SHARED_SIZE = _PENDING_BYTE + 2, 510
 _WAL_WRITE_LOCK = 120
-_FLOCK = struct.Struct("hhqqi4x")
-"""``struct flock``: type, whence, start, length, pid."""
 _CAN_LOCK_QUIETLY = fcntl is not None and hasattr(fcntl, "F_OFD_SETLK")
 
 
@@ -296,12 +294,12 @@ def _write_lock_holder(path: str, start: int, length: int) -> int | None:
     except OSError:
         return None
     try:
-        answer = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
     except OSError:
         return None
     finally:
         os.close(fd)
-    kind, _whence, _start, _length, pid = _FLOCK.unpack(answer)
+    kind, _whence, _start, _length, pid = FLOCK.unpack(answer)
     return int(pid) if kind == fcntl.F_WRLCK else None
 
 
@@ -380,22 +378,12 @@ def _shared_lock(path: str, timeout: float) -> Iterator[bool]:
 
 
 def _try_shared_lock(fd: int) -> bool:
-    if not _ofd_lock(fd, fcntl.F_RDLCK, _PENDING_BYTE, 1):
+    if not ofd_lock(fd, fcntl.F_RDLCK, _PENDING_BYTE, 1):
         return False
     try:
-        return _ofd_lock(fd, fcntl.F_RDLCK, _SHARED_FIRST, _SHARED_SIZE)
+        return ofd_lock(fd, fcntl.F_RDLCK, _SHARED_FIRST, _SHARED_SIZE)
     finally:
-        _ofd_lock(fd, fcntl.F_UNLCK, _PENDING_BYTE, 1)
-
-
-def _ofd_lock(fd: int, kind: int, start: int, length: int) -> bool:
-    """Lock (or unlock) bytes for *fd*'s open file description without waiting; say whether
-    it was done."""
-    try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, start, length, 0))
-    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another holds a lock there
-        return False
-    return True
+        ofd_lock(fd, fcntl.F_UNLCK, _PENDING_BYTE, 1)
 
 
 def _connected_checks(path: str, settings: Settings, blocker: str | None, *, immutable: bool) -> list[Check]:

@@ -56,7 +56,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["GATE_SUFFIX", "WriteGate", "open_gate"]
+__all__ = ["FLOCK", "GATE_SUFFIX", "WriteGate", "ofd_lock", "open_gate"]
 
 GATE_SUFFIX = "-writers"
 
@@ -68,7 +68,7 @@ _SERVED_AT = 8
 _LINE = (0, _COUNTERS.size)
 _SLOTS = _PAGE
 """The byte of ticket ``t`` is ``_SLOTS + t``."""
-_FLOCK = struct.Struct("hhqqi4x")
+FLOCK = struct.Struct("hhqqi4x")
 """``struct flock``: type, whence, start, length, pid (0 for open file description locks)."""
 
 _CAN_QUEUE = fcntl is not None and hasattr(fcntl, "F_OFD_SETLKW")
@@ -114,11 +114,11 @@ def _create(database: str) -> int:
     return fd
 
 
-def _lock(fd: int, kind: int, start: int, length: int, *, wait: bool = False) -> bool:
+def ofd_lock(fd: int, kind: int, start: int, length: int, *, wait: bool = False) -> bool:
     """Lock (or unlock, ``F_UNLCK``) a byte range for *fd*'s open file description."""
     try:
         fcntl.fcntl(
-            fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, start, length, 0)
+            fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, FLOCK.pack(kind, os.SEEK_SET, start, length, 0)
         )
     except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held by another
         return False
@@ -132,7 +132,7 @@ def _let_go(fd: int) -> None:
     of the descriptor, which would keep the locks alive."""
     try:
         fcntl.flock(fd, fcntl.LOCK_UN)
-        _lock(fd, fcntl.F_UNLCK, 0, 0)  # length 0: every byte
+        ofd_lock(fd, fcntl.F_UNLCK, 0, 0)  # length 0: every byte
     finally:
         os.close(fd)
 
@@ -239,16 +239,16 @@ class _Place:
 
     def _take_turn(self) -> bool:
         fd = self.fd
-        _lock(fd, fcntl.F_WRLCK, *_LINE, wait=True)
+        ofd_lock(fd, fcntl.F_WRLCK, *_LINE, wait=True)
         try:
             (ticket,) = _HANDED.unpack(os.pread(fd, _HANDED.size, 0))
-            if not _lock(fd, fcntl.F_WRLCK, _SLOTS + ticket, 1):
+            if not ofd_lock(fd, fcntl.F_WRLCK, _SLOTS + ticket, 1):
                 return False  # another holds this ticket's byte: the counter was tampered with
             os.pwrite(fd, _HANDED.pack(ticket + 1), 0)
         finally:
-            _lock(fd, fcntl.F_UNLCK, *_LINE)
+            ofd_lock(fd, fcntl.F_UNLCK, *_LINE)
         if ticket and not self._left():
-            _lock(fd, fcntl.F_RDLCK, _SLOTS, ticket, wait=True)  # every earlier byte let go
+            ofd_lock(fd, fcntl.F_RDLCK, _SLOTS, ticket, wait=True)  # every earlier byte let go
         if self._left():
             return False
         fcntl.flock(fd, fcntl.LOCK_EX)
