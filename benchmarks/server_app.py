@@ -31,29 +31,30 @@ Connection = Any
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
-def _plain() -> Connection:
-    return sqlite3.connect(DATABASE)
-
-
-def _wal() -> Connection:
-    return _demo.connect_handrolled_wal(DATABASE)
+_CONNECT: dict[str, Callable[[str], Connection]] = {
+    "plain": _demo.connect_plain,
+    "wal": _demo.connect_handrolled_wal,
+    "resilient": _demo.connect_resilient,
+}
+"""How each scenario connects for a write (and, but for the library's, for a read)."""
+_INSERT_EVENT = "INSERT INTO events (kind) VALUES (?)"
 
 
 def _reader() -> Connection:
     if SCENARIO == "resilient":
         return sqlite_resilient.connect(DATABASE, read_only=True)
-    return _plain() if SCENARIO == "plain" else _wal()
+    return _CONNECT[SCENARIO](DATABASE)
 
 
 def _record_event(conn: Connection, kind: str) -> None:
-    conn.execute("INSERT INTO events (kind) VALUES (?)", (kind,))
+    conn.execute(_INSERT_EVENT, (kind,))
     conn.commit()
 
 
 @sqlite_resilient.retry_on_lock
 def _record_event_resilient(conn: Connection, kind: str) -> None:
     with sqlite_resilient.db_transaction(conn):
-        conn.execute("INSERT INTO events (kind) VALUES (?)", (kind,))
+        conn.execute(_INSERT_EVENT, (kind,))
 
 
 def _dashboard() -> dict[str, int]:
@@ -65,14 +66,9 @@ def _dashboard() -> dict[str, int]:
 
 
 def _event() -> dict[str, int]:
-    if SCENARIO == "resilient":
-        conn = sqlite_resilient.connect(DATABASE)
-        record = _record_event_resilient
-    else:
-        conn = _plain() if SCENARIO == "plain" else _wal()
-        record = _record_event
+    conn = _CONNECT[SCENARIO](DATABASE)
     try:
-        record(conn, "click")
+        (_record_event_resilient if SCENARIO == "resilient" else _record_event)(conn, "click")
     finally:
         conn.close()
     return {"recorded": 1}
