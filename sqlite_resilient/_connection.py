@@ -22,7 +22,7 @@ import wrapt
 from . import _fork
 from ._caller import as_caller
 from ._cursor import ResilientCursor, SharedCursor
-from ._dispatch import ATTRIBUTE, Dispatcher
+from ._dispatch import ATTRIBUTE, Dispatcher, FollowerDispatcher
 from ._journal import FileSystem
 from ._pragmas import PragmaValue
 from ._readonly import Authorizer
@@ -37,6 +37,8 @@ __all__ = ["ResilientConnection", "ResilientCursor", "connect"]
 CursorT = TypeVar("CursorT", bound=sqlite3.Cursor)
 
 if TYPE_CHECKING:
+    from .replicas import ReplicaStatus
+
     # Type checkers see the proxies as what they stand for at run time (isinstance holds).
 
     class _ConnectionProxy(sqlite3.Connection):
@@ -72,7 +74,7 @@ class ResilientConnection(_ConnectionProxy):
 
     def __init__(self, connection: sqlite3.Connection, setup: SetUp, *, shared: bool = False) -> None:
         super().__init__(connection)
-        dispatch = Dispatcher(self, connection, setup, shared=shared)
+        dispatch = (FollowerDispatcher if setup.follower else Dispatcher)(self, connection, setup, shared=shared)
         setattr(self, ATTRIBUTE, dispatch)
         # The hot calls are the dispatcher's own methods, bound and kept in the proxy's
         # instance dictionary: found there before this class's methods of the same name,
@@ -125,6 +127,17 @@ class ResilientConnection(_ConnectionProxy):
     def database_path(self) -> str | None:
         """The absolute path of the database file; ``None`` for in-memory databases."""
         return self._self_dispatch.setup.path
+
+    @property
+    def replica(self) -> ReplicaStatus | None:
+        """For a connection to a Litestream follower's copy, the position applied to it now
+        (a read that begins after this sees at least that); None for any other database.
+        See :class:`~sqlite_resilient.replicas.Replicas`."""
+        if not self._self_dispatch.setup.follower:
+            return None
+        from .replicas import replica_status  # noqa: PLC0415 - its imports are for replicas only
+
+        return replica_status(self._self_dispatch.setup.path or "")
 
     @property
     def lock_stats(self) -> LockStats:

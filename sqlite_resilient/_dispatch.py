@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
+import os
 import sqlite3
 import sys
 import time
@@ -41,6 +42,7 @@ from ._errors import (
     SQLITE_BUSY_SNAPSHOT,
     AbandonedTransactionWarning,
     DatabaseLockedError,
+    ReplicaError,
     is_file_error,
     is_lock_error,
     is_transient,
@@ -69,7 +71,7 @@ if TYPE_CHECKING:
     from ._connection import ResilientConnection
     from ._setup import SetUp
 
-__all__ = ["ATTRIBUTE", "Dispatcher", "dispatcher_of"]
+__all__ = ["ATTRIBUTE", "Dispatcher", "FollowerDispatcher", "dispatcher_of"]
 
 logger = logging.getLogger("sqlite_resilient")
 
@@ -725,3 +727,42 @@ class Dispatcher:
         self.gate_looked_up = True
         if gate is not None:
             gate.forget()
+
+
+class FollowerDispatcher(Dispatcher):
+    """The dispatcher of a connection to a Litestream follower's copy (see ``_follower``):
+    every call that may begin a read transaction first empties the page cache, since the
+    follower's writes do not tell SQLite that cached pages are out of date (pages in use by
+    an unfinished statement stay: while it holds its lock, the follower cannot write), and
+    fails if the follower replaced the file since the connection opened it."""
+
+    __slots__ = ()
+
+    def _begin_read(self) -> None:
+        raw = self.raw
+        try:
+            if raw.in_transaction:
+                return
+            raw.execute("PRAGMA shrink_memory")
+        except sqlite3.ProgrammingError:  # closed, or another thread's: the call says so
+            return
+        path = self.setup.path or ""
+        try:
+            now = os.stat(path)
+            replaced = (now.st_dev, now.st_ino) != self.setup.follower
+        except FileNotFoundError:
+            replaced = True
+        if replaced:
+            raise ReplicaError(
+                f"the follower's copy {path!r} was replaced (restored again) since this connection opened it: "
+                "it reads the old file, which no longer changes; open a new connection"
+            )
+
+    def statement(self, cursor: sqlite3.Cursor, sql: str, parameters: Any, many: bool) -> None:
+        self._begin_read()
+        super().statement(cursor, sql, parameters, many)
+
+    def _dispatch(self, uses: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if uses:  # the application's call (not transaction control, configuration or close)
+            self._begin_read()
+        return super()._dispatch(uses, fn, args)

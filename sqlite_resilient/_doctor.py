@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from ._connection import connect
-from ._errors import is_lock_error
+from ._errors import ReplicaError, is_lock_error
+from ._follower import applied
 from ._gate import FLOCK, ofd_lock
 from ._journal import FileSystem, filesystem_of, is_wal_file, wal_blocker, wal_content_bytes
 from ._settings import DEFAULT_SETTINGS, Settings
@@ -134,6 +135,9 @@ def diagnose(database: str | os.PathLike[str], settings: Settings = DEFAULT_SETT
     if found.value == "empty":
         return Diagnosis(path, tuple(checks))
     in_wal = is_wal_file(path)
+    copy = _follower_check(path)
+    if copy is not None:
+        checks.append(copy)
     checks.append(_filesystem_check(filesystem, in_wal))
     wanted = settings.pragmas.get("journal_mode")
     blocker = wal_blocker(path, filesystem) if wanted == "wal" else None
@@ -143,6 +147,25 @@ def diagnose(database: str | os.PathLike[str], settings: Settings = DEFAULT_SETT
     checks.append(_lock_check(path, in_wal))
     checks.extend(_reading_checks(path, filesystem, settings, blocker))
     return Diagnosis(path, tuple(checks))
+
+
+def _follower_check(path: str) -> Check | None:
+    """The position of a Litestream follower's copy, and how long ago it last changed."""
+    try:
+        position = applied(path)
+    except ReplicaError as error:
+        return Check("follower", "problem", "unreadable position", str(error))
+    if position is None:
+        return None
+    ago = max(0.0, time.time() - position.at)
+    return Check(
+        "follower",
+        "info",
+        f"position {position.txid} (applied {ago:.1f} s ago)",
+        "a Litestream follower's copy (its -txid file says so): read it with read_only=True, which switches it "
+        "to rollback-journal mode once if it is in WAL mode; connections that could write are refused; a "
+        "follower writes the position only when it applies changes, so its age is not the copy's lag",
+    )
 
 
 def _journal_plan(wanted: object, blocker: str | None, in_wal: bool) -> str:

@@ -35,8 +35,10 @@ __all__ = [
     "DatabaseLockedError",
     "ForkedConnectionError",
     "PragmaNotAppliedWarning",
+    "ReplicaError",
     "ResilientError",
     "ResilientWarning",
+    "StaleReplicaError",
     "TransactionEndedError",
     "UnreadableWALError",
     "WALFallbackWarning",
@@ -193,6 +195,16 @@ class UnreadableWALError(ResilientError, sqlite3.OperationalError):
     Raised instead of returning stale results, e.g. on a read-only filesystem where the
     ``-shm`` file is missing and cannot be created.
     """
+
+
+class ReplicaError(ResilientError, sqlite3.OperationalError):
+    """A Litestream follower's copy cannot be read as asked: there is no database yet, its
+    position cannot be read, or it is in a state a follower never leaves it in."""
+
+
+class StaleReplicaError(ReplicaError):
+    """No copy met the freshness bound of a read (``max_lag``, ``min_position``) within its
+    budget, and there was no primary to read from instead."""
 
 
 class ForkedConnectionError(ResilientError, sqlite3.ProgrammingError):

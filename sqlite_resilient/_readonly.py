@@ -25,11 +25,11 @@ _READ_PRAGMAS = frozenset(
         "application_id", "auto_vacuum", "cache_size", "collation_list", "compile_options", "data_version",
         "database_list", "encoding", "foreign_keys", "freelist_count", "function_list", "journal_mode",
         "journal_size_limit", "max_page_count", "mmap_size", "module_list", "page_count", "page_size",
-        "pragma_list", "query_only", "read_uncommitted", "schema_version", "synchronous", "temp_store", "user_version",
-        "wal_autocheckpoint",
+        "pragma_list", "query_only", "read_uncommitted", "schema_version", "shrink_memory", "synchronous",
+        "temp_store", "user_version", "wal_autocheckpoint",
     }
 )  # fmt: skip
-"""Pragmas that only report, allowed without a value."""
+"""Pragmas that only report (``shrink_memory`` only frees memory), allowed without a value."""
 _ARGUMENT_PRAGMAS = frozenset(
     {
         "busy_timeout", "foreign_key_check", "foreign_key_list", "index_info", "index_list", "index_xinfo",

@@ -22,6 +22,7 @@ from ._caller import as_caller
 from ._errors import (
     ConfigurationError,
     PragmaNotAppliedWarning,
+    ReplicaError,
     ResilientError,
     UnreadableWALError,
     WALFallbackWarning,
@@ -30,6 +31,7 @@ from ._errors import (
     is_transient,
     restated,
 )
+from ._follower import is_follower_copy, prepare, refuse_writer
 from ._journal import FileSystem, filesystem_of, is_wal_file, refuses_writers, wal_blocker, wal_content_bytes
 from ._pragmas import PRAGMAS, PragmaValue, validate_all
 from ._retry import busy_milliseconds, call_within_budget
@@ -58,6 +60,9 @@ class SetUp:
     journal_mode_reason: str = ""
     pragmas: dict[str, PragmaValue] = field(default_factory=dict)
     fallback: str | None = None
+    follower: tuple[int, int] | None = None
+    """For a Litestream follower's copy (see ``_follower``): the (device, inode) of the file
+    the connection opened."""
     mismatches: list[str] = field(default_factory=list)
     positional: int = 0
     """How many of :func:`sqlite3.connect`'s arguments after *database* the application
@@ -107,6 +112,10 @@ def open_database(
             kwargs.setdefault("isolation_level", "IMMEDIATE")
 
     setup = SetUp(path=target.path, read_only=read_only, timeout=timeout, settings=settings, positional=len(args))
+    if target.path is not None and target.param("immutable") != "1" and is_follower_copy(target.path):
+        if not read_only:
+            raise refuse_writer(target.path)
+        setup.follower = (0, 0)  # the file's, once opened
     wanted = {**settings.pragmas, **explicit}
     if read_only:
         for name in explicit:
@@ -116,6 +125,8 @@ def open_database(
                 )
         wanted = {name: value for name, value in wanted.items() if PRAGMAS[name].per_connection}
         wanted["query_only"] = True
+        if setup.follower:  # the follower may shorten the file under a mapping
+            wanted["mmap_size"] = 0
 
     try:
         raw = _open_and_set_up(database, uri, target, setup, wanted=wanted, explicit=explicit, kwargs=kwargs)
@@ -201,6 +212,8 @@ def _open_file(
     if not (setup.read_only or filesystem.read_only):
         return _open(database, uri, setup, kwargs)
     params = {**{k: v for k, v in target.params if k != "mode"}, "mode": "ro"}
+    if setup.follower:
+        return _open_copy(path, params, setup, kwargs)
     try:
         return _open_and_read(to_uri(path, params), setup, kwargs)
     except sqlite3.OperationalError as error:
@@ -209,6 +222,22 @@ def _open_file(
         _check_immutable_is_safe(path, filesystem, error)
     setup.journal_mode_reason = "read-only filesystem, WAL database without -shm or WAL content: opened immutable"
     return _open_and_read(to_uri(path, {**params, "immutable": "1"}), setup, kwargs)
+
+
+def _open_copy(path: str, params: dict[str, str], setup: SetUp, kwargs: dict[str, Any]) -> sqlite3.Connection:
+    """Open a follower's copy: in rollback-journal mode, never ``immutable`` (it changes),
+    noting which file the connection reads (the follower may replace it when it restores
+    again)."""
+    try:
+        prepare(path, max(0.0, setup.timeout - (time.monotonic() - setup.started)))
+        identity = os.stat(path)
+    except FileNotFoundError:
+        raise ReplicaError(
+            f"no database at {path!r} yet: its follower writes it once its first restore is done"
+        ) from None
+    raw = _open_and_read(to_uri(path, params), setup, kwargs)
+    setup.follower = (identity.st_dev, identity.st_ino)
+    return raw
 
 
 def _open_and_read(uri: str, setup: SetUp, kwargs: dict[str, Any]) -> sqlite3.Connection:

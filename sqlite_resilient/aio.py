@@ -51,7 +51,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
@@ -62,9 +62,11 @@ except ImportError as error:  # the extra is not installed
         "sqlite_resilient.aio needs aiosqlite: pip install 'sqlite_resilient[aio]'", name="aiosqlite"
     ) from error
 
+from . import replicas as _replicas
 from ._connection import ResilientConnection
 from ._connection import connect as _connect
 from ._dispatch import dispatcher_of
+from ._errors import ConfigurationError
 from ._pragmas import PragmaValue
 from ._retry import current_scope, run_lent
 from ._settings import Settings
@@ -82,7 +84,7 @@ if TYPE_CHECKING:
 else:
     P = TypeVar("P")
 
-__all__ = ["Connection", "Transaction", "connect"]
+__all__ = ["Connection", "Replicas", "Transaction", "connect"]
 
 T = TypeVar("T")
 
@@ -350,3 +352,39 @@ def connect(
         **kwargs,
     )
     return Connection(connector, iter_chunk_size)
+
+
+class Replicas:
+    """:class:`sqlite_resilient.replicas.Replicas` for asyncio: the same arguments; waiting
+    for a fresh enough copy, and ``litestream`` runs, happen in a worker thread."""
+
+    def __init__(self, replicas: Sequence[str | os.PathLike[str]], **kwargs: Any) -> None:
+        self.sync = _replicas.Replicas(replicas, **kwargs)
+        """The synchronous router this one runs."""
+
+    def writer(self, **kwargs: Any) -> Connection:
+        """A connection to the primary, as :func:`connect` (awaited, or ``async with``)."""
+        if self.sync.primary is None:
+            raise ConfigurationError("no primary: this Replicas was made without primary=")
+        return connect(self.sync.primary, settings=self.sync.settings, **kwargs)
+
+    async def reader(
+        self,
+        *,
+        max_lag: float | None = None,
+        min_position: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Connection:
+        """A read-only connection to the copy (or primary) that
+        :meth:`Replicas.choose <sqlite_resilient.replicas.Replicas.choose>` chooses."""
+        path = await asyncio.to_thread(self.sync.choose, max_lag=max_lag, min_position=min_position, timeout=timeout)
+        return await connect(path, read_only=True, settings=self.sync.settings, **kwargs)
+
+    async def position(self, *, timeout: float | None = None) -> int:
+        """:meth:`Replicas.position <sqlite_resilient.replicas.Replicas.position>`."""
+        return await asyncio.to_thread(self.sync.position, timeout=timeout)
+
+    async def status(self) -> list[_replicas.ReplicaStatus]:
+        """:meth:`Replicas.status <sqlite_resilient.replicas.Replicas.status>`."""
+        return await asyncio.to_thread(self.sync.status)

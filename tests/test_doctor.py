@@ -552,3 +552,22 @@ def test_checkpoint_usage_errors(argv: list[str]) -> None:
     result = checkpoint_command(*argv)
     assert result.returncode == 2
     assert "usage: sqlite-resilient checkpoint" in result.stderr
+
+
+def test_a_followers_copy_shows_its_position_and_is_left_as_it_is(tmp_path: Path) -> None:
+    """A Litestream follower's copy (a ``-txid`` file beside it): doctor shows the position
+    the follower applied and how long ago, reads the copy (quick_check ok) and changes
+    nothing, its WAL header included."""
+    primary, copy = tmp_path.parent / f"{tmp_path.name}-primary.db", tmp_path / "app.db"
+    make_wal_database(primary)
+    copy.write_bytes(primary.read_bytes())
+    Path(f"{copy}-txid").write_text("00000000000000a1\n")
+    before = snapshot(tmp_path)
+    result = doctor(str(copy), "--json")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(tmp_path) == before
+    checks = checks_of(json.loads(result.stdout))
+    assert checks["follower"]["status"] == "info"
+    assert checks["follower"]["value"].startswith("position 161 (applied ")
+    assert "read it with read_only=True" in checks["follower"]["detail"]
+    assert checks["quick_check"]["status"] == "ok"

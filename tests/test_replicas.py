@@ -1,0 +1,385 @@
+"""Read replicas: copies that a Litestream follower (``litestream restore -f``) keeps up to
+date, read through ``connect(copy, read_only=True)`` and routed by ``replicas.Replicas``.
+
+The first tests need no Litestream: a follower is played by a child process that writes
+changed pages into the copy the way Litestream 0.5's follower does (under POSIX locks on
+SQLite's PENDING byte and SHARED range, page 1 left alone when it did not change), and
+shows what plain :mod:`sqlite3` readers get wrong. The others run the real binary (skipped
+with the reason where it is missing): writer processes on the primary, ``litestream
+replicate`` to a file replica, a follower in another directory standing for another
+machine, reader processes on its copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from test_litestream import POLL, WAIT, Litestream, Writers, committed, find_litestream, litestream  # noqa: F401
+
+import sqlite_resilient
+from sqlite_resilient import (
+    LITESTREAM_SETTINGS,
+    ConfigurationError,
+    DatabaseLockedError,
+    ReplicaError,
+    StaleReplicaError,
+)
+from sqlite_resilient.replicas import Replicas, replica_status
+
+READERS = Path(__file__).with_name("replica_workers.py")
+
+APPLY = """\
+import fcntl, os, sys
+copy, newer = sys.argv[1], sys.argv[2]
+fd = os.open(copy, os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0x40000000)    # PENDING: no new reader
+fcntl.lockf(fd, fcntl.LOCK_EX, 510, 0x40000002)  # SHARED range: the readers have finished
+with open(newer, "rb") as f:
+    data = f.read()
+size = 4096
+for start in range(size, len(data), size):        # page 1 unchanged: left alone
+    page = data[start:start + size]
+    if os.pread(fd, size, start) != page:
+        os.pwrite(fd, page, start)
+os.fsync(fd)
+"""
+"""A follower's apply, as Litestream 0.5.17 does it (``applyLTXFile``): argv COPY NEWER."""
+
+
+def make_copy(tmp_path: Path, rows: int = 200) -> tuple[Path, Path]:
+    """A primary (WAL, checkpointed) with *rows* rows in ``t``, and a byte copy of it with a
+    follower's ``-txid`` file beside it (position 1)."""
+    primary, copy = tmp_path / "primary.db", tmp_path / "copy.db"
+    with contextlib.closing(sqlite3.connect(primary)) as conn:
+        conn.execute("PRAGMA journal_mode=wal")
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+        conn.executemany("INSERT INTO t(v) VALUES (?)", [(0,)] * rows)
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copyfile(primary, copy)
+    Path(f"{copy}-txid").write_text("0000000000000001\n")
+    return primary, copy
+
+
+def apply_newer(primary: Path, copy: Path, v: int) -> None:
+    """On the primary, set every ``v`` (in place: the same pages); then play the follower:
+    write the pages that changed into *copy* from another process."""
+    with contextlib.closing(sqlite3.connect(primary)) as conn:
+        conn.execute("UPDATE t SET v = ?", (v,))
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    subprocess.run([sys.executable, "-c", APPLY, str(copy), str(primary)], check=True, timeout=WAIT)
+
+
+def header(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(20)[18:20]
+
+
+def test_a_copy_is_read_in_rollback_journal_mode_and_never_written(tmp_path: Path) -> None:
+    """A copy restored from a WAL database says WAL in its header: ``connect(copy,
+    read_only=True)`` switches it to rollback-journal mode (versions 1/1, as the follower
+    does itself whenever page 1 changes) and creates no ``-wal`` or ``-shm`` file; a
+    connection that could write to a copy is refused, naming the way out."""
+    _, copy = make_copy(tmp_path)
+    assert header(copy) == b"\x02\x02"
+    conn = sqlite_resilient.connect(copy, read_only=True)
+    assert conn.journal_mode == "delete"
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (200,)
+    assert header(copy) == b"\x01\x01"
+    assert not Path(f"{copy}-wal").exists()
+    assert not Path(f"{copy}-shm").exists()
+    assert conn.replica == replica_status(copy)
+    assert conn.replica is not None
+    assert conn.replica.txid == 1
+    conn.close()
+
+    before = copy.read_bytes()
+    with pytest.raises(ConfigurationError, match=r"follower's copy .*read_only=True.*delete -txid"):
+        sqlite_resilient.connect(copy)
+    assert copy.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("copy")) == ["copy.db", "copy.db-txid"]
+
+
+def test_a_connection_holding_the_copy_in_wal_mode_is_waited_for(tmp_path: Path) -> None:
+    """A plain :mod:`sqlite3` connection opened on the copy while it is in WAL mode holds its
+    SHARED lock as long as it is open (and would stop the follower). Switching the copy to
+    rollback-journal mode waits for it within the budget, then says what it waited for;
+    once it is closed, the switch is made."""
+    _, copy = make_copy(tmp_path)
+    plain = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+    assert plain.execute("SELECT count(*) FROM t").fetchone() == (200,)
+    started = time.monotonic()
+    with pytest.raises(DatabaseLockedError, match="connections that hold it in WAL mode"):
+        sqlite_resilient.connect(copy, read_only=True, timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 5
+    assert header(copy) == b"\x02\x02"
+    plain.close()
+    with contextlib.closing(sqlite_resilient.connect(copy, read_only=True)) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (200,)
+    assert header(copy) == b"\x01\x01"
+
+
+def test_a_kept_connection_sees_every_change_the_follower_applies(tmp_path: Path) -> None:
+    """The follower's writes do not change the file change counter (page 1 is not among
+    them): a plain :mod:`sqlite3` connection kept open goes on reading the pages it cached
+    before (stale, and mixed with new pages where it had not cached them). The library's
+    connection reads what the follower applied, every time."""
+    primary, copy = make_copy(tmp_path)
+    conn = sqlite_resilient.connect(copy, read_only=True)
+    plain = sqlite3.connect(f"file:{copy}?mode=ro", uri=True, isolation_level=None)
+    for v in (1, 2, 3):
+        assert conn.execute("SELECT min(v), max(v) FROM t").fetchone() == (v - 1, v - 1)
+        assert plain.execute("SELECT min(v), max(v) FROM t").fetchone() == (0, 0)  # its cache of before
+        apply_newer(primary, copy, v)
+    assert conn.execute("SELECT min(v), max(v) FROM t").fetchone() == (3, 3)
+    assert plain.execute("SELECT min(v), max(v) FROM t").fetchone() == (0, 0)
+    plain.close()
+    conn.close()
+
+
+def test_a_copy_restored_again_is_not_read_through_an_old_connection(tmp_path: Path) -> None:
+    """When the follower restores again, the copy is a new file: a connection to the old one
+    would read it forever, unchanged. Its next read says so instead; a new connection reads
+    the new copy."""
+    primary, copy = make_copy(tmp_path)
+    conn = sqlite_resilient.connect(copy, read_only=True)
+    assert conn.execute("SELECT max(v) FROM t").fetchone() == (0,)
+    with contextlib.closing(sqlite3.connect(primary)) as plain:
+        plain.execute("UPDATE t SET v = 7")
+        plain.commit()
+        plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copyfile(primary, tmp_path / "restored.db")
+    os.replace(tmp_path / "restored.db", copy)
+    with pytest.raises(ReplicaError, match=r"was replaced .* open a new connection"):
+        conn.execute("SELECT max(v) FROM t")
+    conn.close()
+    with contextlib.closing(sqlite_resilient.connect(copy, read_only=True)) as conn:
+        assert conn.execute("SELECT max(v) FROM t").fetchone() == (7,)
+
+
+def test_replicas_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    """Bad arguments get a clear error naming the problem, before anything runs; a copy
+    that no follower wrote yet is waited for within the budget, then reported."""
+    with pytest.raises(ConfigurationError, match="non-empty list"):
+        Replicas(str(tmp_path / "copy.db"))
+    replicas = Replicas([tmp_path / "copy.db"])
+    with pytest.raises(ConfigurationError, match="max_lag needs source="):
+        replicas.choose(max_lag=1.0)
+    with pytest.raises(ConfigurationError, match="min_position must be a TXID"):
+        replicas.choose(min_position=-1)
+    with pytest.raises(ConfigurationError, match="no primary"):
+        replicas.writer()
+    with pytest.raises(ConfigurationError, match=r"position\(\) needs primary= and socket="):
+        replicas.position()
+    started = time.monotonic()
+    with pytest.raises(ReplicaError, match=r"no follower has written a copy yet .*litestream restore -f"):
+        replicas.choose(timeout=0.2)
+    assert 0.2 <= time.monotonic() - started < 5
+    assert Replicas([tmp_path / "copy.db"], primary=tmp_path / "primary.db").choose() == str(tmp_path / "primary.db")
+
+
+# -- with the real binary -----------------------------------------------------------------
+
+
+@dataclass
+class Follower:
+    """``litestream restore -f`` keeping *copy* up to date from the file replica."""
+
+    binary: str
+    copy: Path
+    source: str
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            command = [self.binary, "restore", "-f", "-follow-interval", "50ms", "-o", str(self.copy), self.source]
+            self.process = subprocess.Popen(command, stdout=log, stderr=log)
+        self.wait_for(1)
+
+    def wait_for(self, txid: int) -> None:
+        """Until the copy's position is *txid* or later (the follower applies on its own)."""
+        deadline = time.monotonic() + WAIT
+        while (replica_status(self.copy).txid or 0) < txid:
+            assert self.process is not None
+            assert self.process.poll() is None, self.log.read_text(errors="replace")
+            assert time.monotonic() < deadline, f"the copy did not reach {txid} within {WAIT} s"
+            time.sleep(POLL)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=WAIT)
+
+
+@dataclass
+class Readers:
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, copy: Path, count: int) -> Readers:
+        readers = cls()
+        for _ in range(count):
+            process = subprocess.Popen(
+                [sys.executable, str(READERS), "reader", str(copy)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            readers.processes.append(process)
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready"
+        return readers
+
+    def finish(self) -> list[dict[str, object]]:
+        reports = []
+        for process in self.processes:
+            out, _ = process.communicate(timeout=WAIT)
+            assert process.returncode == 0
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+        return reports
+
+    def kill(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=WAIT)
+
+
+@pytest.fixture
+def follower(litestream: Litestream, tmp_path: Path) -> Iterator[Follower]:  # noqa: F811 - the fixture
+    """A follower of the Litestream fixture's replica, in another directory, not started."""
+    (tmp_path / "reader-machine").mkdir()
+    copy = tmp_path / "reader-machine" / "app.db"
+    following = Follower(litestream.binary, copy, (tmp_path / "replica").as_uri(), tmp_path / "follower.log")
+    try:
+        yield following
+    finally:
+        following.kill()
+
+
+def test_readers_on_a_follower_see_every_synced_write_and_survive_its_restart(
+    litestream: Litestream,  # noqa: F811 - the fixture
+    follower: Follower,
+    tmp_path: Path,
+) -> None:
+    """Writer processes commit under contention on the primary; reader processes read the
+    follower's copy on kept connections. After each ``litestream sync -wait``, every
+    transaction acknowledged before it is on the copy once the follower reaches the synced
+    position. Midway the follower is killed, and restarted as Litestream says (its copy and
+    ``-txid`` deleted, restored again). The readers never saw a count go back or a torn
+    transaction, and no error reached them; the final copy holds exactly what the primary
+    holds."""
+    litestream.start()
+    follower.start()
+    readers = Readers.start(follower.copy, 2)
+    writers = Writers.start(litestream.database, LITESTREAM_SETTINGS, 2, 150)
+    try:
+        for step in (1, 2, 3):
+            before = writers.wait_for_acks(100 * step)
+            follower.wait_for(litestream.sync()["replica_txid"])
+            assert before <= committed(follower.copy)
+            if step == 1:
+                follower.kill()
+                Path(f"{follower.copy}-txid").unlink()
+                follower.copy.unlink()
+                follower.start()
+        acked = writers.finish()
+        follower.wait_for(litestream.sync()["replica_txid"])
+        reports = readers.finish()
+    finally:
+        writers.kill()
+        readers.kill()
+    assert committed(follower.copy) == acked == committed(litestream.database)
+    for report in reports:
+        assert (report["errors"], report["went_back"], report["torn"]) == ([], 0, 0), report
+        assert (report["reconnects"], report["last"]) == (1, len(acked)), report
+        assert isinstance(report["reads"], int)
+        assert report["reads"] > 100, report
+    assert "ERROR" not in follower.log.read_text(errors="replace")
+
+
+def test_a_freshness_bound_is_met_or_raises_within_the_budget(
+    litestream: Litestream,  # noqa: F811 - the fixture
+    follower: Follower,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the follower stopped, a write on the primary is shipped (``Replicas.position()``,
+    for read-your-writes): a read that needs its position, or a lag bound, raises
+    :class:`StaleReplicaError` once its budget is spent, or goes to the primary where there
+    is one. Started again, the follower reaches the position, and the read goes to the copy,
+    whose status reports the position and a lag within the bound."""
+    litestream.start()
+    follower.start()
+    follower.kill()
+    with contextlib.closing(sqlite_resilient.connect(litestream.database)) as conn, conn:
+        conn.execute("INSERT INTO counter VALUES (1)")
+    monkeypatch.chdir(tmp_path)  # the socket's path is relative to it
+    source = (tmp_path / "replica").as_uri()
+    on_reader = Replicas([follower.copy], source=source)
+    on_primary = Replicas([follower.copy], primary=litestream.database, source=source, socket=litestream.socket.name)
+    position = on_primary.position()
+    assert position > (replica_status(follower.copy).txid or 0)
+    for bound in ({"min_position": position}, {"max_lag": 0.2}):
+        started = time.monotonic()
+        with pytest.raises(StaleReplicaError, match=r"no copy met .* within 0.5 s"):
+            on_reader.choose(timeout=0.5, **bound)
+        assert 0.5 <= time.monotonic() - started < 5
+        assert on_primary.choose(timeout=0.5, **bound) == str(litestream.database)
+
+    Path(f"{follower.copy}-txid").unlink()
+    follower.copy.unlink()
+    follower.start()
+    with contextlib.closing(on_reader.reader(min_position=position, max_lag=5.0, timeout=WAIT)) as conn:
+        assert conn.database_path == str(follower.copy)
+        assert conn.execute("SELECT count(*) FROM counter").fetchone() == (2,)
+        assert conn.replica is not None
+        assert conn.replica.txid is not None
+        assert conn.replica.txid >= position
+    (status,) = on_reader.status()
+    assert status.txid is not None
+    assert status.txid >= position
+    assert status.shipped_txid == status.txid
+    assert status.lag is not None
+    assert 0 <= status.lag <= 5.0
+
+
+def test_asyncio_replicas_read_a_copy(tmp_path: Path) -> None:
+    """``aio.Replicas`` chooses in a worker thread and gives an aio connection to the copy."""
+    aio = pytest.importorskip("sqlite_resilient.aio")
+    primary, copy = make_copy(tmp_path)
+
+    async def main() -> None:
+        replicas = aio.Replicas([copy])
+        with pytest.raises(ConfigurationError, match="no primary"):
+            replicas.writer()
+        conn = await replicas.reader(min_position=1)
+        try:
+            async with conn.execute("SELECT count(*) FROM t") as cursor:
+                assert await cursor.fetchone() == (200,)
+        finally:
+            await conn.close()
+        (status,) = await replicas.status()
+        assert (status.txid, status.lag) == (1, None)
+        writer = await aio.Replicas([copy], primary=primary).writer()
+        try:
+            await writer.execute("UPDATE t SET v = 1")
+            await writer.commit()
+        finally:
+            await writer.close()
+
+    asyncio.run(main())
