@@ -731,19 +731,18 @@ class Dispatcher:
 
 class FollowerDispatcher(Dispatcher):
     """The dispatcher of a connection to a Litestream follower's copy (see ``_follower``):
-    every call that may begin a read transaction first empties the page cache, since the
-    follower's writes do not tell SQLite that cached pages are out of date (pages in use by
-    an unfinished statement stay: while it holds its lock, the follower cannot write), and
-    fails if the follower replaced the file since the connection opened it."""
+    every call of the application first empties the page cache, since the follower's
+    writes do not tell SQLite that cached pages are out of date, and fails if the follower
+    replaced the file since the connection opened it. Inside a transaction too: one that has
+    read nothing yet (``BEGIN``, or Python's under ``autocommit=False``) holds no lock, and
+    emptying the cache of one that holds its lock only costs reads (the pages of an
+    unfinished statement stay, and the follower cannot write meanwhile)."""
 
     __slots__ = ()
 
     def _begin_read(self) -> None:
-        raw = self.raw
         try:
-            if raw.in_transaction:
-                return
-            raw.execute("PRAGMA shrink_memory")
+            self.raw.execute("PRAGMA shrink_memory")
         except sqlite3.ProgrammingError:  # closed, or another thread's: the call says so
             return
         path = self.setup.path or ""

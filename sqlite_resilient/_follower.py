@@ -121,6 +121,15 @@ def prepare(path: str, timeout: float) -> None:
             "follower does the same when a change touches page 1); run the readers as a user that may"
         )
     deadline = time.monotonic() + timeout
+    with _switching:  # this process's threads share the descriptor, and so its locks
+        _switch(path, fd, wal, deadline, timeout)
+
+
+_switching = threading.Lock()
+
+
+def _switch(path: str, fd: int, wal: str, deadline: float, timeout: float) -> None:
+    """:func:`prepare`'s change, under the follower's locks."""
     if not _lock(fd, _PENDING_BYTE, 1, deadline):
         raise _busy(path, timeout)
     try:

@@ -230,7 +230,7 @@ def _open_copy(path: str, params: dict[str, str], setup: SetUp, kwargs: dict[str
     again)."""
     try:
         prepare(path, max(0.0, setup.timeout - (time.monotonic() - setup.started)))
-        identity = os.stat(path)
+        identity = os.stat(path)  # before the open: a file replaced between them is reported, never missed
     except FileNotFoundError:
         raise ReplicaError(
             f"no database at {path!r} yet: its follower writes it once its first restore is done"

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_litestream import POLL, WAIT, Litestream, Writers, committed, find_litestream, litestream  # noqa: F401
@@ -132,16 +133,22 @@ def test_a_connection_holding_the_copy_in_wal_mode_is_waited_for(tmp_path: Path)
     assert header(copy) == b"\x01\x01"
 
 
-def test_a_kept_connection_sees_every_change_the_follower_applies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("autocommit", [None, False])
+def test_a_kept_connection_sees_every_change_the_follower_applies(tmp_path: Path, autocommit: bool | None) -> None:
     """The follower's writes do not change the file change counter (page 1 is not among
     them): a plain :mod:`sqlite3` connection kept open goes on reading the pages it cached
     before (stale, and mixed with new pages where it had not cached them). The library's
-    connection reads what the follower applied, every time."""
+    connection reads what the follower applied, every time; under ``autocommit=False`` too,
+    where Python begins the next transaction as soon as one is committed."""
+    if autocommit is not None and sys.version_info < (3, 12):
+        pytest.skip("autocommit is new in Python 3.12")
     primary, copy = make_copy(tmp_path)
-    conn = sqlite_resilient.connect(copy, read_only=True)
+    kwargs: dict[str, Any] = {} if autocommit is None else {"autocommit": autocommit}
+    conn = sqlite_resilient.connect(copy, read_only=True, **kwargs)
     plain = sqlite3.connect(f"file:{copy}?mode=ro", uri=True, isolation_level=None)
     for v in (1, 2, 3):
         assert conn.execute("SELECT min(v), max(v) FROM t").fetchone() == (v - 1, v - 1)
+        conn.commit()  # under autocommit=False, its read lock goes only so
         assert plain.execute("SELECT min(v), max(v) FROM t").fetchone() == (0, 0)  # its cache of before
         apply_newer(primary, copy, v)
     assert conn.execute("SELECT min(v), max(v) FROM t").fetchone() == (3, 3)
