@@ -741,6 +741,16 @@ class FollowerDispatcher(Dispatcher):
     __slots__ = ()
 
     def _begin_read(self) -> None:
+        turn = self.turn  # shared by threads: the connection is used in turns, this too
+        if turn is not None:
+            self._take_turn(turn)
+        try:
+            self._forget_pages()
+        finally:
+            if turn is not None:
+                self._settle(turn)
+
+    def _forget_pages(self) -> None:
         try:
             self.raw.execute("PRAGMA shrink_memory")
         except sqlite3.ProgrammingError:  # closed, or another thread's: the call says so

@@ -128,8 +128,11 @@ class Replicas:
     Args:
         replicas: the paths of the followers' copies (``litestream restore -f -o PATH``).
         primary: the primary database's path where this machine has it, else None.
-        source: the replica URL the followers follow (as given to ``litestream restore``):
-            needed for ``max_lag``, listed with ``litestream ltx``.
+        source: the replica URL the followers follow (as given to ``litestream restore``),
+            or with *config* the database path it lists: needed for ``max_lag``, listed with
+            ``litestream ltx``.
+        config: a Litestream configuration file for ``litestream ltx -config`` (for a replica
+            whose credentials a URL cannot carry, such as an SFTP key).
         socket: the primary's Litestream control socket, for :meth:`position`.
         settings: for every connection (see :class:`~sqlite_resilient.Settings`).
         litestream: the ``litestream`` binary (default: the one installed beside this
@@ -141,7 +144,8 @@ class Replicas:
         replicas: Sequence[str | os.PathLike[str]],
         *,
         primary: str | os.PathLike[str] | None = None,
-        source: str | None = None,
+        source: str | os.PathLike[str] | None = None,
+        config: str | os.PathLike[str] | None = None,
         socket: str | os.PathLike[str] | None = None,
         settings: Settings | None = None,
         litestream: str | None = None,
@@ -150,7 +154,8 @@ class Replicas:
             raise ConfigurationError("replicas must be a non-empty list of the followers' database paths")
         self.replicas = tuple(os.fspath(path) for path in replicas)
         self.primary = None if primary is None else os.fspath(primary)
-        self.source = source
+        self.source = None if source is None else os.fspath(source)
+        self.config = None if config is None else os.fspath(config)
         self.socket = None if socket is None else os.fspath(socket)
         self.settings = DEFAULT_SETTINGS if settings is None else settings
         if not isinstance(self.settings, Settings):
@@ -260,7 +265,8 @@ class Replicas:
             if current is not None and time.time() - current.at < _REFRESH:
                 return current
             at = time.time()
-            answer = self._run("ltx", "-level", "all", "-json", str(self.source), timeout=self.settings.timeout)
+            where = ("-config", self.config) if self.config is not None else ()
+            answer = self._run("ltx", *where, "-level", "all", "-json", str(self.source), timeout=self.settings.timeout)
             files = tuple(
                 (int(f["level"]), int(f["min_txid"], 16), int(f["max_txid"], 16), _timestamp(f["timestamp"]))
                 for f in answer or ()
@@ -277,7 +283,12 @@ class Replicas:
             raise ReplicaError(f"litestream {args[0]} failed: {error}") from error
         if done.returncode != 0:
             raise ReplicaError(f"litestream {args[0]} failed: {(done.stderr or done.stdout).strip()}")
-        return json.loads(done.stdout or "null")
+        lines = done.stdout.splitlines()  # Litestream may log to standard output before its answer
+        start = next((i for i, line in enumerate(lines) if line.startswith(("[", "{"))), len(lines))
+        try:
+            return json.loads("\n".join(lines[start:]) or "null")
+        except ValueError:
+            raise ReplicaError(f"litestream {args[0]} answered no JSON: {done.stdout.strip()[:200]!r}") from None
 
     def _stale(
         self, statuses: list[ReplicaStatus], max_lag: float | None, min_position: int | None, budget: float

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from litestream_workers import SCHEMA
 from test_litestream import POLL, WAIT, Litestream, Writers, committed, find_litestream, litestream  # noqa: F401
 
 import sqlite_resilient
@@ -198,6 +206,138 @@ def test_replicas_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     assert Replicas([tmp_path / "copy.db"], primary=tmp_path / "primary.db").choose() == str(tmp_path / "primary.db")
 
 
+APPLIER = """\
+import fcntl, os, random, sys
+for line in sys.stdin:
+    copy, newer = line.split()
+    fd = os.open(copy, os.O_RDWR)
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0x40000000)
+    fcntl.lockf(fd, fcntl.LOCK_EX, 510, 0x40000002)
+    with open(newer, "rb") as f:
+        data = f.read()
+    size = int.from_bytes(data[16:18], "big")
+    for start in range(0, len(data), size):
+        page = bytearray(data[start:start + size])
+        old = bytearray(os.pread(fd, size, start))
+        if start == 0:  # page 1 as Litestream writes it: versions 1/1, a new change counter
+            page[18:20] = b"\\x01\\x01"
+            page[24:28], old[24:28] = old[24:28], old[24:28]
+            if page == old:
+                continue
+            page[24:28] = random.randbytes(4)
+        if page != old:
+            os.pwrite(fd, bytes(page), start)
+    os.ftruncate(fd, len(data))
+    os.fsync(fd)
+    os.close(fd)
+    print("applied", flush=True)
+"""
+"""A follower that stays up: each line ``COPY NEWER`` applies what changed, as Litestream does
+(under its locks; page 1 only when it changed, with a random change counter; the size)."""
+
+
+class FollowerCopyMachine(RuleBasedStateMachine):
+    """A primary that changes (rows updated, inserted, deleted, a table created), a follower
+    that applies it to a copy when told, and readers on kept connections: one of a thread's
+    own, one shared by threads (reading from several at once), one under ``autocommit=False``
+    where Python has it; each read after an apply sees exactly the applied state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(tempfile.mkdtemp(prefix="follower-machine-"))
+        self.primary, self.copy = make_copy(self.directory, rows=50)
+        self.writer = sqlite3.connect(self.primary)
+        self.applied = self.state()
+        self.applier = subprocess.Popen(
+            [sys.executable, "-c", APPLIER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.own = sqlite_resilient.connect(self.copy, read_only=True)
+        self.shared = sqlite_resilient.connect(self.copy, read_only=True, check_same_thread=False)
+        self.pep249 = (
+            sqlite_resilient.connect(self.copy, read_only=True, autocommit=False)
+            if sys.version_info >= (3, 12)
+            else None
+        )
+
+    def state(self, conn: Any = None) -> tuple[Any, ...]:
+        conn = self.writer if conn is None else conn
+        (tables,) = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+        return (tables, *conn.execute("SELECT count(*), total(v), max(id) FROM t").fetchone())
+
+    @rule(v=st.integers(0, 1000), where=st.integers(0, 3))
+    def update(self, v: int, where: int) -> None:
+        self.writer.execute("UPDATE t SET v = ? WHERE id % 4 = ?", (v, where))
+        self.writer.commit()
+
+    @rule(rows=st.integers(1, 300))
+    def insert(self, rows: int) -> None:
+        self.writer.executemany("INSERT INTO t(v) VALUES (?)", [(i,) for i in range(rows)])
+        self.writer.commit()
+
+    @rule(keep=st.integers(0, 40))
+    def delete(self, keep: int) -> None:
+        self.writer.execute("DELETE FROM t WHERE id > (SELECT min(id) FROM t) + ?", (keep,))
+        self.writer.commit()
+        self.writer.execute("VACUUM")  # the file shrinks: the follower truncates the copy
+
+    @rule()
+    def create_table(self) -> None:
+        (tables,) = self.writer.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        self.writer.execute(f"CREATE TABLE extra{tables}(x)")
+        self.writer.commit()
+
+    @rule()
+    def apply(self) -> None:
+        self.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert self.applier.stdin is not None
+        assert self.applier.stdout is not None
+        self.applier.stdin.write(f"{self.copy} {self.primary}\n")
+        self.applier.stdin.flush()
+        assert self.applier.stdout.readline() == "applied\n"
+        self.applied = self.state()
+
+    @invariant()
+    def kept_connections_read_the_applied_state(self) -> None:
+        assert self.state(self.own) == self.applied
+        if self.pep249 is not None:
+            assert self.state(self.pep249) == self.applied
+            self.pep249.commit()  # its read lock goes only so
+
+    @rule(threads=st.integers(1, 4))
+    def read_from_threads(self, threads: int) -> None:
+        seen: list[tuple[Any, ...]] = []
+        start = threading.Barrier(threads)
+
+        def read_shared() -> None:
+            start.wait(timeout=WAIT)
+            seen.append(self.state(self.shared))
+
+        workers = [threading.Thread(target=read_shared) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=WAIT)
+        assert seen == [self.applied] * threads
+
+    def teardown(self) -> None:
+        for conn in (self.own, self.shared, self.pep249, self.writer):
+            if conn is not None:
+                conn.close()
+        if self.applier.stdin is not None:
+            self.applier.stdin.close()
+        self.applier.wait(timeout=WAIT)
+        if self.applier.stdout is not None:
+            self.applier.stdout.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def test_kept_connections_read_exactly_what_the_follower_applied() -> None:
+    run_state_machine_as_test(
+        FollowerCopyMachine,
+        settings=settings(max_examples=15, stateful_step_count=15, deadline=None, phases=[Phase.generate]),
+    )
+
+
 # -- with the real binary -----------------------------------------------------------------
 
 
@@ -209,11 +349,24 @@ class Follower:
     copy: Path
     source: str
     log: Path
+    config: Path | None = None
+    """A Litestream configuration naming the replica (*source* is then its database path)."""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        where = [] if self.config is None else ["-config", str(self.config)]
         with self.log.open("ab") as log:
-            command = [self.binary, "restore", "-f", "-follow-interval", "50ms", "-o", str(self.copy), self.source]
+            command = [
+                self.binary,
+                "restore",
+                *where,
+                "-f",
+                "-follow-interval",
+                "50ms",
+                "-o",
+                str(self.copy),
+                self.source,
+            ]
             self.process = subprocess.Popen(command, stdout=log, stderr=log)
         self.wait_for(1)
 
@@ -390,3 +543,119 @@ def test_asyncio_replicas_read_a_copy(tmp_path: Path) -> None:
             await writer.close()
 
     asyncio.run(main())
+
+
+# -- over SFTP, to an OpenSSH server on 127.0.0.1 --------------------------------------------
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def sftp_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An OpenSSH server (``sshd``, its own configuration and keys) on a free port of
+    127.0.0.1, taking the client key it made; the ``replica`` settings of a Litestream
+    configuration that reaches ``tmp_path/sftp-replica`` through it."""
+    if not SSHD.exists() or shutil.which("ssh-keygen") is None:
+        pytest.skip("no OpenSSH server: apt-get install openssh-server (.ci/run does)")
+    keys = tmp_path / "ssh"
+    keys.mkdir()
+    for name in ("host", "client"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True, timeout=WAIT
+        )
+    shutil.copyfile(keys / "client.pub", keys / "authorized_keys")
+    (keys / "host.authorized").write_text(" ".join((keys / "host.pub").read_text().split()[:2]) + "\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    port = free_port()
+    (keys / "sshd_config").write_text(
+        f"""\
+ListenAddress 127.0.0.1:{port}
+HostKey {keys / "host"}
+AuthorizedKeysFile {keys / "authorized_keys"}
+PidFile {keys / "sshd.pid"}
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+PermitRootLogin prohibit-password
+Subsystem sftp internal-sftp
+"""
+    )
+    log = tmp_path / "sshd.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(keys / "sshd_config")], stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=WAIT):
+                break
+            assert server.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, f"sshd did not listen within {WAIT} s"
+            time.sleep(POLL)
+        yield {
+            "type": "sftp",
+            "host": f"127.0.0.1:{port}",
+            "user": getpass.getuser(),
+            "key-path": str(keys / "client"),
+            "host-key-path": str(keys / "host.authorized"),
+            "path": str(tmp_path / "sftp-replica"),
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=WAIT)
+
+
+def test_a_follower_over_sftp_has_every_synced_write(
+    sftp_server: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through a real SFTP server: ``litestream replicate`` ships to it, the follower
+    restores from it (with a configuration carrying the key), a reader process on a kept
+    connection never sees a count go back or a torn transaction, every transaction
+    acknowledged before a sync is on the copy once it reaches the synced position, and
+    ``Replicas`` lists the storage through the same configuration for the copy's lag."""
+    binary = find_litestream()
+    monkeypatch.chdir(tmp_path)  # the control socket's path is relative to it
+    database = tmp_path / "app.db"
+    with contextlib.closing(sqlite_resilient.connect(database, settings=LITESTREAM_SETTINGS)) as conn:
+        conn.executescript(SCHEMA)
+    replica = "\n".join(f"      {key}: {json.dumps(value)}" for key, value in sftp_server.items())
+    entry = f"  - path: {json.dumps(str(database))}\n    monitor-interval: 100ms\n    replica:\n{replica}\n"
+    config, follow = tmp_path / "litestream.yml", tmp_path / "follow.yml"
+    config.write_text('socket:\n  enabled: true\n  path: "control.sock"\ndbs:\n' + entry)
+    follow.write_text("dbs:\n" + entry)
+    replication = Litestream(binary, database, config, Path("control.sock"), tmp_path / "litestream.log")
+    (tmp_path / "reader-machine").mkdir()
+    copy = tmp_path / "reader-machine" / "app.db"
+    following = Follower(binary, copy, str(database), tmp_path / "follower.log", config=follow)
+    readers = Readers()
+    writers: Writers | None = None
+    try:
+        replication.start()
+        following.start()
+        readers = Readers.start(copy, 1)
+        writers = Writers.start(database, LITESTREAM_SETTINGS, 2, 60)
+        before = writers.wait_for_acks(60)
+        following.wait_for(replication.sync()["replica_txid"])
+        assert before <= committed(copy)
+        acked = writers.finish()
+        following.wait_for(replication.sync()["replica_txid"])
+        (report,) = readers.finish()
+        (status,) = Replicas([copy], source=database, config=follow).status()
+    finally:
+        if writers is not None:
+            writers.kill()
+        readers.kill()
+        following.kill()
+        replication.kill()
+    assert committed(copy) == acked == committed(database)
+    assert (report["errors"], report["went_back"], report["torn"], report["last"]) == ([], 0, 0, len(acked))
+    assert status.txid is not None
+    assert status.shipped_txid == status.txid
+    assert status.lag is not None
+    assert 0 <= status.lag < WAIT
