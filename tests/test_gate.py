@@ -14,6 +14,7 @@ import contextlib
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from conftest import LockHolder, gate_is_free, run_in_thread
 
 import sqlite_resilient
 from sqlite_resilient import DEFAULT_SETTINGS, ResilientConnection, instrumentation
-from sqlite_resilient._gate import WriteGate, _signals_deferred, open_gate
+from sqlite_resilient._gate import _COUNTERS, GATE_SUFFIX, WriteGate, _signals_deferred, open_gate
 
 GATE_THREAD = "sqlite_resilient write gate"
 WRITER_QUEUED = "sqlite_resilient.writer_queued"
@@ -509,6 +510,13 @@ def test_an_exception_while_queued_leaves_the_gate_free(
     assert rows(db) == [(1,)]
 
 
+def tickets_waiting(database: Path) -> int:
+    """Tickets handed out and not yet served, from the counters of the gate's side file."""
+    with open(f"{database}{GATE_SUFFIX}", "rb") as side:
+        handed, served = _COUNTERS.unpack(side.read(_COUNTERS.size))
+    return int(handed - served)
+
+
 def test_a_writer_that_comes_straight_back_queues_behind_the_waiting_one(
     db: Path, connections: Callable[..., ResilientConnection]
 ) -> None:
@@ -530,6 +538,12 @@ def test_a_writer_that_comes_straight_back_queues_behind_the_waiting_one(
         first.execute("INSERT INTO t VALUES (1)")
         thread, outcome = run_in_thread(write_second)
         assert queued.wait(10), outcome
+        # Reported queued, it takes its ticket a moment later, in a waiter thread: its place
+        # in the line. Until then a writer that comes straight back may still go first.
+        deadline = time.monotonic() + 10
+        while tickets_waiting(db) < 1:
+            assert time.monotonic() < deadline, "the queued writer took no ticket within 10 s"
+            time.sleep(0.001)
     with first.transaction():  # straight back
         first.execute("INSERT INTO t VALUES (3)")
     thread.join(20)
