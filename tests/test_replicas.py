@@ -518,6 +518,25 @@ def test_a_freshness_bound_is_met_or_raises_within_the_budget(
     assert 0 <= status.lag <= 5.0
 
 
+def test_reads_go_to_the_copies_that_meet_the_bound_in_turn(tmp_path: Path) -> None:
+    """Of two copies, a bound on the position sends reads to the one that has it; without a
+    bound they take turns; a copy whose follower has not written its position yet is left
+    out."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, ahead = make_copy(tmp_path / "a")
+    _, behind = make_copy(tmp_path / "b")
+    Path(f"{ahead}-txid").write_text("0000000000000009\n")
+    missing = tmp_path / "c.db"
+    replicas = Replicas([ahead, behind, missing])
+    assert {replicas.choose(min_position=5) for _ in range(4)} == {str(ahead)}
+    assert sorted(replicas.choose() for _ in range(4)) == sorted([str(ahead), str(behind)] * 2)
+    assert [s.txid for s in replicas.status()] == [9, 1, None]
+    with contextlib.closing(replicas.reader(min_position=9)) as conn:
+        assert conn.database_path == str(ahead)
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (200,)
+
+
 def test_asyncio_replicas_read_a_copy(tmp_path: Path) -> None:
     """``aio.Replicas`` chooses in a worker thread and gives an aio connection to the copy."""
     aio = pytest.importorskip("sqlite_resilient.aio")
