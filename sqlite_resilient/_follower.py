@@ -32,7 +32,7 @@ from ._errors import ConfigurationError, DatabaseLockedError, ReplicaError
 from ._gate import ofd_lock
 from ._journal import WAL_HEADER_SIZE
 
-__all__ = ["TXID_SUFFIX", "Applied", "applied", "is_follower_copy", "prepare"]
+__all__ = ["TXID_SUFFIX", "Applied", "applied", "is_follower_copy", "prepare", "refuse_writer"]
 
 TXID_SUFFIX = "-txid"
 """Litestream's follower writes its applied position to the database's path + this."""

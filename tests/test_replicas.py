@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_in_thread
 from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -163,6 +164,55 @@ def test_a_kept_connection_sees_every_change_the_follower_applies(tmp_path: Path
     assert plain.execute("SELECT min(v), max(v) FROM t").fetchone() == (0, 0)
     plain.close()
     conn.close()
+
+
+HOLD = """\
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0x40000000)
+fcntl.lockf(fd, fcntl.LOCK_EX, 510, 0x40000002)
+print("held", flush=True)
+sys.stdin.readline()
+"""
+"""A follower in the middle of applying: its locks held until a line comes on stdin."""
+
+
+def test_a_read_waits_for_the_follower_within_its_budget(tmp_path: Path) -> None:
+    """While the follower holds its locks, a read on the copy waits: one with a short budget
+    gets :class:`DatabaseLockedError` once the budget is spent, one with the default budget
+    reads once the follower lets go; no lock error reaches it."""
+    _, copy = make_copy(tmp_path)
+    patient = sqlite_resilient.connect(copy, read_only=True, check_same_thread=False)
+    hurried = sqlite_resilient.connect(copy, read_only=True, timeout=0.3)
+    follower = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(copy)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert follower.stdin is not None
+    assert follower.stdout is not None
+    try:
+        assert follower.stdout.readline() == "held\n"
+        started = time.monotonic()
+        with pytest.raises(DatabaseLockedError, match="database is locked"):
+            hurried.execute("SELECT count(*) FROM t").fetchone()
+        assert 0.3 <= time.monotonic() - started < 5
+        reading = threading.Event()
+
+        def read() -> object:
+            reading.set()
+            return patient.execute("SELECT count(*) FROM t").fetchone()
+
+        thread, outcome = run_in_thread(read)
+        assert reading.wait(WAIT)
+        follower.stdin.write("done\n")
+        follower.stdin.flush()
+        thread.join(WAIT)
+        assert outcome == [(200,)]
+    finally:
+        follower.stdin.close()
+        follower.wait(timeout=WAIT)
+        follower.stdout.close()
+        patient.close()
+        hurried.close()
 
 
 def test_a_copy_restored_again_is_not_read_through_an_old_connection(tmp_path: Path) -> None:
