@@ -84,13 +84,15 @@ _spare: list[int] = []
 _held_lock = threading.Lock()
 
 
-def _descriptor(path: str) -> int:
-    """This process's descriptor of the file at *path* (read-write where it can be)."""
+def _descriptor(path: str) -> tuple[int, tuple[int, int]]:
+    """This process's descriptor of the file at *path* (read-write where it can be), and the
+    (device, inode) that *path* named when this was called."""
     with _held_lock:
         stat = os.stat(path)
-        known = _held.get((stat.st_dev, stat.st_ino))
+        identity = (stat.st_dev, stat.st_ino)
+        known = _held.get(identity)
         if known is not None:
-            return known
+            return known, identity
         try:
             fd = os.open(path, os.O_RDWR)
         except OSError as error:
@@ -101,19 +103,23 @@ def _descriptor(path: str) -> int:
         known = _held.setdefault((stat.st_dev, stat.st_ino), fd)
         if known != fd:
             _spare.append(fd)
-        return known
+        return known, identity
 
 
-def prepare(path: str, timeout: float) -> None:
+def prepare(path: str, timeout: float) -> tuple[int, int]:
     """Make the copy at *path* one that SQLite reads in rollback-journal mode: header file
     format versions 1/1 and no ``-wal`` file. Done once per copy, as the follower itself does
     whenever a change touches page 1, under the follower's locks (which also keep out every
     connection in WAL mode): within *timeout* seconds, else :class:`DatabaseLockedError`.
-    A ``-wal`` file with frames in it was not written by a follower: :class:`ReplicaError`."""
+    A ``-wal`` file with frames in it was not written by a follower: :class:`ReplicaError`.
+
+    Returns the (device, inode) that *path* named before anything was opened: a connection
+    opened afterwards reads that file or, if the follower replaced it meanwhile, a newer one,
+    which its first read then reports (never the other way round)."""
     wal = path + "-wal"
-    fd = _descriptor(path)
+    fd, identity = _descriptor(path)
     if not _needs_change(fd, wal):
-        return
+        return identity
     if not os.access(path, os.W_OK) or not os.access(os.path.dirname(path) or ".", os.W_OK):
         raise ReplicaError(
             f"cannot read the follower's copy {path!r}: it is in WAL mode, where every open connection stops "
@@ -123,6 +129,7 @@ def prepare(path: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with _switching:  # this process's threads share the descriptor, and so its locks
         _switch(path, fd, wal, deadline, timeout)
+    return identity
 
 
 _switching = threading.Lock()

@@ -229,14 +229,13 @@ def _open_copy(path: str, params: dict[str, str], setup: SetUp, kwargs: dict[str
     noting which file the connection reads (the follower may replace it when it restores
     again)."""
     try:
-        prepare(path, max(0.0, setup.timeout - (time.monotonic() - setup.started)))
-        identity = os.stat(path)  # before the open: a file replaced between them is reported, never missed
+        identity = prepare(path, max(0.0, setup.timeout - (time.monotonic() - setup.started)))
     except FileNotFoundError:
         raise ReplicaError(
             f"no database at {path!r} yet: its follower writes it once its first restore is done"
         ) from None
     raw = _open_and_read(to_uri(path, params), setup, kwargs)
-    setup.follower = (identity.st_dev, identity.st_ino)
+    setup.follower = identity
     return raw
 
 

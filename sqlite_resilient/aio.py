@@ -66,7 +66,6 @@ from . import replicas as _replicas
 from ._connection import ResilientConnection
 from ._connection import connect as _connect
 from ._dispatch import dispatcher_of
-from ._errors import ConfigurationError
 from ._pragmas import PragmaValue
 from ._retry import current_scope, run_lent
 from ._settings import Settings
@@ -364,9 +363,7 @@ class Replicas:
 
     def writer(self, **kwargs: Any) -> Connection:
         """A connection to the primary, as :func:`connect` (awaited, or ``async with``)."""
-        if self.sync.primary is None:
-            raise ConfigurationError("no primary: this Replicas was made without primary=")
-        return connect(self.sync.primary, settings=self.sync.settings, **kwargs)
+        return connect(self.sync._primary(), settings=self.sync.settings, **kwargs)
 
     async def reader(
         self,

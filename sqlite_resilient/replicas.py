@@ -169,9 +169,7 @@ class Replicas:
 
     def writer(self, **kwargs: Any) -> ResilientConnection:
         """A connection to the primary (``connect(primary, settings=..., **kwargs)``)."""
-        if self.primary is None:
-            raise ConfigurationError("no primary: this Replicas was made without primary=")
-        return connect(self.primary, settings=self.settings, **kwargs)
+        return connect(self._primary(), settings=self.settings, **kwargs)
 
     def reader(
         self,
@@ -213,9 +211,11 @@ class Replicas:
         budget = self.settings.read_only_timeout if timeout is None else _check_timeout("timeout", timeout)
         deadline = time.monotonic() + budget
         while True:
-            statuses = self.status(refresh=False) if max_lag is not None else self._positions()
-            if max_lag is not None and not any(s.meets(max_lag, min_position) for s in statuses):
-                statuses = self.status(refresh=True)
+            statuses = positions = self._positions()
+            if max_lag is not None:  # the last listing of the storage, a new one if that does not do
+                statuses = self._lagged(positions, refresh=False)
+                if not any(s.meets(max_lag, min_position) for s in statuses):
+                    statuses = self._lagged(positions, refresh=True)
             fresh = [s.path for s in statuses if s.meets(max_lag, min_position)]
             if fresh:
                 self._next += 1
@@ -234,13 +234,7 @@ class Replicas:
         listing of the storage (``litestream ltx``, at most four times a second) with
         *refresh* or if there is none yet, else from the last one."""
         positions = self._positions()
-        if self.source is None:
-            return positions
-        listing = self._listing
-        if listing is None or refresh:
-            listing = self._list(listing)
-        now = time.time()
-        return [listing.status(s, now) for s in positions]
+        return positions if self.source is None else self._lagged(positions, refresh=refresh)
 
     def position(self, *, timeout: float | None = None) -> int:
         """On the primary: the position that covers every transaction committed before the
@@ -254,6 +248,21 @@ class Replicas:
 
     def _positions(self) -> list[ReplicaStatus]:
         return [replica_status(path) for path in self.replicas]
+
+    def _lagged(self, positions: list[ReplicaStatus], *, refresh: bool) -> list[ReplicaStatus]:
+        """*positions* with their lag, from the last listing of the storage (a new one with
+        *refresh* or if there is none yet)."""
+        listing = self._listing
+        if listing is None or refresh:
+            listing = self._list(listing)
+        now = time.time()
+        return [listing.status(s, now) for s in positions]
+
+    def _primary(self) -> str:
+        """The primary's path, for a write connection."""
+        if self.primary is None:
+            raise ConfigurationError("no primary: this Replicas was made without primary=")
+        return self.primary
 
     def _list(self, seen: _Listing | None) -> _Listing:
         """A new listing of the storage, unless another thread made one since *seen* or one
