@@ -11,10 +11,10 @@ while waiting leaves nothing held, and databases where it cannot exist work with
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import signal
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,8 +24,8 @@ import pytest
 from conftest import LockHolder, gate_is_free, run_in_thread
 
 import sqlite_resilient
-from sqlite_resilient import DEFAULT_SETTINGS, ResilientConnection, instrumentation
-from sqlite_resilient._gate import _COUNTERS, GATE_SUFFIX, WriteGate, _signals_deferred, open_gate
+from sqlite_resilient import DEFAULT_SETTINGS, ResilientConnection, _gate, instrumentation
+from sqlite_resilient._gate import WriteGate, _signals_deferred, open_gate
 
 GATE_THREAD = "sqlite_resilient write gate"
 WRITER_QUEUED = "sqlite_resilient.writer_queued"
@@ -510,15 +510,26 @@ def test_an_exception_while_queued_leaves_the_gate_free(
     assert rows(db) == [(1,)]
 
 
-def tickets_waiting(database: Path) -> int:
-    """Tickets handed out and not yet served, from the counters of the gate's side file."""
-    with open(f"{database}{GATE_SUFFIX}", "rb") as side:
-        handed, served = _COUNTERS.unpack(side.read(_COUNTERS.size))
-    return int(handed - served)
+@pytest.fixture
+def ticketed(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set when a queued writer holds its ticket, its place in the line: its waiter thread
+    takes it a moment after the writer is reported queued, under the lock of the counters'
+    bytes (the line), which it lets go once the counter shows the ticket handed out."""
+    event = threading.Event()
+    real_ofd_lock = _gate.ofd_lock
+
+    def ofd_lock(fd: int, kind: int, start: int, length: int, *, wait: bool = False) -> bool:
+        done = real_ofd_lock(fd, kind, start, length, wait=wait)
+        if kind == fcntl.F_UNLCK and (start, length) == _gate._LINE:
+            event.set()
+        return done
+
+    monkeypatch.setattr(_gate, "ofd_lock", ofd_lock)
+    return event
 
 
 def test_a_writer_that_comes_straight_back_queues_behind_the_waiting_one(
-    db: Path, connections: Callable[..., ResilientConnection]
+    db: Path, connections: Callable[..., ResilientConnection], ticketed: threading.Event
 ) -> None:
     """First come, first served: while one writer holds the gate another queues; the first
     commits and at once begins its next transaction, which waits for the queued one
@@ -538,12 +549,7 @@ def test_a_writer_that_comes_straight_back_queues_behind_the_waiting_one(
         first.execute("INSERT INTO t VALUES (1)")
         thread, outcome = run_in_thread(write_second)
         assert queued.wait(10), outcome
-        # Reported queued, it takes its ticket a moment later, in a waiter thread: its place
-        # in the line. Until then a writer that comes straight back may still go first.
-        deadline = time.monotonic() + 10
-        while tickets_waiting(db) < 1:
-            assert time.monotonic() < deadline, "the queued writer took no ticket within 10 s"
-            time.sleep(0.001)
+        assert ticketed.wait(10), outcome  # until then, the first could still go first
     with first.transaction():  # straight back
         first.execute("INSERT INTO t VALUES (3)")
     thread.join(20)

@@ -17,6 +17,7 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -25,10 +26,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from conftest import run_in_thread
@@ -36,7 +37,7 @@ from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from litestream_workers import SCHEMA
-from test_litestream import POLL, WAIT, Litestream, Writers, committed, find_litestream, litestream  # noqa: F401
+from test_litestream import WAIT, Litestream, Writers, committed, find_litestream, litestream  # noqa: F401
 
 import sqlite_resilient
 from sqlite_resilient import (
@@ -391,6 +392,46 @@ def test_kept_connections_read_exactly_what_the_follower_applied() -> None:
 # -- with the real binary -----------------------------------------------------------------
 
 
+class Output:
+    """What a process writes, read by a thread as it comes: copied to a log file, and waited
+    on line by line."""
+
+    def __init__(self, stream: IO[str], log: Path) -> None:
+        self.lines: list[str] = []
+        self.ended = False
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, args=(stream, log), daemon=True)
+        self.reader.start()
+
+    def _read(self, stream: IO[str], log: Path) -> None:
+        with stream, log.open("a") as out:
+            for line in stream:
+                out.write(line)
+                out.flush()
+                with self.changed:
+                    self.lines.append(line)
+                    self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+    def join(self) -> None:
+        """Once the process ended: until all it wrote is read (and its pipe closed)."""
+        self.reader.join(timeout=WAIT)
+
+    def wait_for(self, seen: Callable[[list[str]], bool], what: str) -> None:
+        """Until *seen* holds of the lines so far (at most :data:`WAIT` seconds)."""
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.ended or seen(self.lines), timeout=WAIT), f"no {what} in {WAIT} s"
+            assert seen(self.lines), f"no {what}: the process ended\n{''.join(self.lines)}"
+
+
+def followed(line: str) -> int:
+    """The position a follower's log line says it reached (0 if none)."""
+    found = re.search(r'msg="(?:entering follow mode|follow: applied updates)".*?\b(?:to_)?txid=([0-9a-f]{16})', line)
+    return int(found.group(1), 16) if found else 0
+
+
 @dataclass
 class Follower:
     """``litestream restore -f`` keeping *copy* up to date from the file replica."""
@@ -401,38 +442,30 @@ class Follower:
     log: Path
     config: Path | None = None
     """A Litestream configuration naming the replica (*source* is then its database path)."""
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[str] | None = None
+    output: Output | None = None
 
     def start(self) -> None:
         where = [] if self.config is None else ["-config", str(self.config)]
-        with self.log.open("ab") as log:
-            command = [
-                self.binary,
-                "restore",
-                *where,
-                "-f",
-                "-follow-interval",
-                "50ms",
-                "-o",
-                str(self.copy),
-                self.source,
-            ]
-            self.process = subprocess.Popen(command, stdout=log, stderr=log)
+        command = [self.binary, "restore", *where, "-f", "-follow-interval", "50ms", "-o", str(self.copy), self.source]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.process.stdout is not None
+        self.output = Output(self.process.stdout, self.log)
         self.wait_for(1)
 
     def wait_for(self, txid: int) -> None:
-        """Until the copy's position is *txid* or later (the follower applies on its own)."""
-        deadline = time.monotonic() + WAIT
-        while (replica_status(self.copy).txid or 0) < txid:
-            assert self.process is not None
-            assert self.process.poll() is None, self.log.read_text(errors="replace")
-            assert time.monotonic() < deadline, f"the copy did not reach {txid} within {WAIT} s"
-            time.sleep(POLL)
+        """Until the copy's position is *txid* or later: the follower logs each position it
+        reaches after it wrote it to the ``-txid`` file."""
+        assert self.output is not None
+        self.output.wait_for(lambda lines: max(map(followed, lines), default=0) >= txid, f"the copy at {txid}")
+        assert (replica_status(self.copy).txid or 0) >= txid
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=WAIT)
+        if self.output is not None:
+            self.output.join()
 
 
 @dataclass
@@ -658,17 +691,14 @@ PermitRootLogin prohibit-password
 Subsystem sftp internal-sftp
 """
     )
-    log = tmp_path / "sshd.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(keys / "sshd_config")], stdout=out, stderr=out)
+    command = [str(SSHD), "-D", "-e", "-f", str(keys / "sshd_config")]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert server.stdout is not None
+    output = Output(server.stdout, tmp_path / "sshd.log")
     try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=WAIT):
-                break
-            assert server.poll() is None, log.read_text(errors="replace")
-            assert time.monotonic() < deadline, f"sshd did not listen within {WAIT} s"
-            time.sleep(POLL)
+        output.wait_for(
+            lambda lines: any(f"Server listening on 127.0.0.1 port {port}." in line for line in lines), "sshd listening"
+        )
         yield {
             "type": "sftp",
             "host": f"127.0.0.1:{port}",
@@ -680,6 +710,7 @@ Subsystem sftp internal-sftp
     finally:
         server.terminate()
         server.wait(timeout=WAIT)
+        output.join()
 
 
 def test_a_follower_over_sftp_has_every_synced_write(
